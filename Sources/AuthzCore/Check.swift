@@ -1,0 +1,227 @@
+/// The decision function. Pure: everything it reads is in the directory (and its policy) or
+/// in its arguments, `now` included.
+///
+/// The steps, in order; the first that fails gives the reason:
+/// 1. The request is well formed: `subject` is `user:<id>` or `api_key:<id>`, `resource` is
+///    `<type>:<id>`, `org` is not empty, the resource type exists and has the action.
+///    Otherwise a `CheckError`, never a decision.
+/// 2. An api_key subject: the action is not `session_only` (`session_only`), the key exists
+///    (`unknown_key`), is unexpired (`key_expired`: `expires_at` <= now), belongs to the org
+///    (`key_wrong_org`). Its user is the subject's user from here on.
+/// 3. Membership: the org exists and the user is a member of it (`not_member`); for an action
+///    whose requirement is `invitee`, the org exists instead (`not_invitee`).
+/// 4. Effective permissions: a session has its assignments' permissions (an owner all of
+///    them when the policy says so); a key, its own permissions intersected with its user's.
+/// 5. The requirement: `member` holds; `owner` needs the owner role (`owner_required`) and a
+///    session (`session_only`); a permission list needs one of them (`missing_permission`).
+/// 6. The conditions, in catalog order: `not_personal` (`personal_org`), `not_suspended`
+///    (`org_suspended`), `not_self` (`self_update`), `not_last_owner` (`last_owner`),
+///    `invitee` (`not_invitee`), `own_key_or_owner` (`not_key_owner`).
+extension Directory {
+    /// Decides a request given as strings.
+    public func check(_ request: CheckRequest, now: Timestamp) throws(CheckError) -> Decision {
+        try check(subject: request.subject, action: request.action, resource: request.resource, org: request.org, now: now)
+    }
+
+    public func check(subject: String, action: String, resource: String, org: String, now: Timestamp) throws(CheckError) -> Decision {
+        let result: Result<Decision, CheckError> = withBytes(subject) { s in
+            withBytes(action) { a in
+                withBytes(resource) { r in
+                    withBytes(org) { o in decide(subject: s, action: a, resource: r, org: o, now: now) }
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    /// Decides a request given as UTF-8 bytes (slices of a query string, say). Allocates
+    /// nothing unless the request is malformed.
+    public func check(
+        subject: UnsafeRawBufferPointer, action: UnsafeRawBufferPointer, resource: UnsafeRawBufferPointer,
+        org: UnsafeRawBufferPointer, now: Timestamp
+    ) throws(CheckError) -> Decision {
+        try decide(subject: subject, action: action, resource: resource, org: org, now: now).get()
+    }
+
+    /// Resolves `resource` + `action` to a compiled action, or says what is wrong with them.
+    public func resolveAction(resource: UnsafeRawBufferPointer, action: UnsafeRawBufferPointer) -> Result<CompiledAction, CheckError> {
+        guard let colon = resource.firstIndex(of: 0x3A), colon > 0, colon < resource.count - 1 else {
+            return .failure(requestError(.invalidResource, "resource", resource, "must be `<type>:<id>`"))
+        }
+        let type = UnsafeRawBufferPointer(rebasing: resource[..<colon])
+        guard let typeID = policy.typeID(type) else {
+            return .failure(requestError(.unknownResourceType, "resource", type, "is not a resource type of the policy"))
+        }
+        guard !action.isEmpty else {
+            return .failure(requestError(.invalidAction, "action", action, "must not be empty"))
+        }
+        guard let id = policy.actionID(type, action) else {
+            let names = policy.actions(ofType: typeID).map(\.name).joined(separator: ", ")
+            return .failure(requestError(.unknownAction, "action", action, "is not an action of `\(policy.resourceTypes[typeID])` (it has: \(names))"))
+        }
+        return .success(policy.actions[id])
+    }
+
+    private func requestError(_ code: CheckError.Code, _ parameter: String, _ value: UnsafeRawBufferPointer, _ what: String) -> CheckError {
+        let text = String(decoding: value, as: UTF8.self)
+        return CheckError(code: code, parameter: parameter, message: "\(parameter) `\(text)` \(what)")
+    }
+
+    @inline(__always)
+    private func split(_ b: UnsafeRawBufferPointer) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer)? {
+        guard let colon = b.firstIndex(of: 0x3A), colon > 0, colon < b.count - 1 else { return nil }
+        return (UnsafeRawBufferPointer(rebasing: b[..<colon]), UnsafeRawBufferPointer(rebasing: b[(colon + 1)...]))
+    }
+
+    @inline(__always)
+    private func expired(_ t: Timestamp?, _ now: Timestamp) -> Bool {
+        guard let t else { return false }
+        return !(now < t)
+    }
+
+    /// The effective permissions of a session user who is this member.
+    @inline(__always)
+    func sessionPermissions(_ m: MemberEntry, org: UnsafeRawBufferPointer) -> PermissionSet {
+        if m.role == .owner && policy.ownerHasAllPermissions { return policy.allPermissions }
+        var p = m.base
+        for c in m.customRoles {
+            if let r = withBytes(c, { roles.find(org, $0) }) { p.formUnion(r.mask) }
+        }
+        return p
+    }
+
+    func decide(
+        subject: UnsafeRawBufferPointer, action: UnsafeRawBufferPointer, resource: UnsafeRawBufferPointer,
+        org orgID: UnsafeRawBufferPointer, now: Timestamp
+    ) -> Result<Decision, CheckError> {
+        // 1. The request.
+        guard let (kind, subjectID) = split(subject) else {
+            return .failure(requestError(.invalidSubject, "subject", subject, "must be `user:<id>` or `api_key:<id>`"))
+        }
+        let isKey: Bool
+        if bytesEqual(kind, "user") {
+            isKey = false
+        } else if bytesEqual(kind, "api_key") {
+            isKey = true
+        } else {
+            return .failure(requestError(.invalidSubject, "subject", subject, "must be `user:<id>` or `api_key:<id>`"))
+        }
+        let a: CompiledAction
+        switch resolveAction(resource: resource, action: action) {
+        case .success(let found): a = found
+        case .failure(let e): return .failure(e)
+        }
+        guard !orgID.isEmpty else {
+            return .failure(CheckError(code: .invalidOrg, parameter: "org", message: "org must not be empty"))
+        }
+        let target = split(resource)!.1
+        let id = a.id
+
+        // 2. The api key.
+        var key: KeyEntry? = nil
+        if isKey {
+            if a.conditions.contains(.sessionOnly) { return .success(Decision(.sessionOnly, action: id)) }
+            guard let k = keys.find(subjectID) else { return .success(Decision(.unknownKey, action: id)) }
+            if expired(k.expiresAt, now) { return .success(Decision(.keyExpired, action: id)) }
+            guard withBytes(k.org, { bytesEqual($0, orgID) }) else {
+                return .success(Decision(.keyWrongOrg, action: id))
+            }
+            key = k
+        }
+        return withBytes(key?.user ?? "") { keyUser in
+            let userID = isKey ? keyUser : subjectID
+            return .success(decideMember(a, userID: userID, key: key, orgID: orgID, target: target, now: now))
+        }
+    }
+
+    @inline(__always)
+    private func decideMember(
+        _ a: CompiledAction, userID: UnsafeRawBufferPointer, key: KeyEntry?, orgID: UnsafeRawBufferPointer,
+        target: UnsafeRawBufferPointer, now: Timestamp
+    ) -> Decision {
+        let id = a.id
+        let isKey = key != nil
+
+        // 3. Membership (or, for an invitee action, the org alone).
+        guard let org = orgs.find(orgID) else {
+            return Decision(a.requirement == .invitee ? .notInvitee : .notMember, action: id)
+        }
+        let member = members.find(orgID, userID)
+        if a.requirement != .invitee && member == nil { return Decision(.notMember, action: id) }
+        let isOwnerSession = !isKey && member?.role == .owner
+
+        // 4 and 5. Effective permissions and the requirement.
+        var grant: Reason
+        var grantPermission = -1
+        var granting: UInt64 = 0
+        switch a.requirement {
+        case .member:
+            grant = .membership
+        case .invitee:
+            grant = .invitee
+        case .owner:
+            guard member!.role == .owner else { return Decision(.ownerRequired, action: id) }
+            guard !isKey else { return Decision(.sessionOnly, action: id) }
+            grant = .owner
+        case .anyOf(let required):
+            let m = member!
+            var effective = sessionPermissions(m, org: orgID)
+            if let key { effective.formIntersection(key.mask) }
+            let held = effective.bits & required.bits
+            guard held != 0 else {
+                return Decision(.missingPermission, action: id, permission: required.bits.trailingZeroBitCount)
+            }
+            grantPermission = held.trailingZeroBitCount
+            if isOwnerSession && policy.ownerHasAllPermissions {
+                grant = .owner
+            } else {
+                grant = isKey ? .apiKey : .assignment
+                granting = m.globalMask & policy.assignmentsGranting[grantPermission]
+            }
+        }
+
+        // 6. Conditions, only for the actions that carry them.
+        let conditions = a.conditions
+        if conditions.rawValue & ~ConditionSet([.sessionOnly]).rawValue != 0 {
+            if conditions.contains(.notPersonal) && org.personal {
+                return Decision(.personalOrg, action: id)
+            }
+            if conditions.contains(.notSuspended) && org.suspended {
+                if !(org.suspendedUntil.map { !(now < $0) } ?? false) { return Decision(.orgSuspended, action: id) }
+            }
+            let targetUser = a.target == .subject ? userID : target
+            if conditions.contains(.notSelf) && bytesEqual(targetUser, userID) {
+                return Decision(.selfUpdate, action: id)
+            }
+            if conditions.contains(.notLastOwner), org.ownerCount <= 1,
+               let t = members.find(orgID, targetUser), t.role == .owner {
+                return Decision(.lastOwner, action: id)
+            }
+            if conditions.contains(.invitee) && !isInvitee(userID: userID, invitation: target, orgID: orgID, now: now) {
+                return Decision(.notInvitee, action: id)
+            }
+            if conditions.contains(.ownKeyOrOwner) && !isOwnerSession {
+                guard let k = keys.find(target),
+                      withBytes(k.org, { bytesEqual($0, orgID) }),
+                      withBytes(k.user, { bytesEqual($0, userID) })
+                else { return Decision(.notKeyOwner, action: id) }
+            }
+        }
+        return Decision(grant, action: id, permission: grantPermission, granting: granting)
+    }
+
+    private func isInvitee(userID: UnsafeRawBufferPointer, invitation: UnsafeRawBufferPointer, orgID: UnsafeRawBufferPointer, now: Timestamp) -> Bool {
+        guard let inv = invitations.find(invitation), inv.open, !expired(inv.expiresAt, now),
+              withBytes(inv.org, { bytesEqual($0, orgID) }),
+              let user = users.find(userID), user.emailVerified, let email = user.emailFolded
+        else { return false }
+        return email == inv.emailFolded
+    }
+}
+
+@inline(__always)
+func bytesEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    guard a.count == b.count else { return false }
+    for i in 0..<a.count where a[i] != b[i] { return false }
+    return true
+}

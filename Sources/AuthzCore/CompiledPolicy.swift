@@ -1,0 +1,261 @@
+/// A policy as plain names, before compilation: what a policy file says, with positions
+/// stripped. `AuthzPolicy` produces it from YAML after reporting every error with its
+/// position; `CompiledPolicy.init` checks it again and never produces a policy that
+/// could answer from an inconsistent definition.
+public struct PolicyDefinition: Sendable, Equatable {
+    public struct Assignment: Sendable, Equatable {
+        public var name: String
+        public var aliases: [String]
+        public var permissions: [String]
+        public init(name: String, aliases: [String] = [], permissions: [String]) {
+            self.name = name
+            self.aliases = aliases
+            self.permissions = permissions
+        }
+    }
+
+    public enum RequirementName: Sendable, Equatable {
+        case member, owner, invitee
+        case anyOf([String])
+    }
+
+    public struct Action: Sendable, Equatable {
+        public var name: String
+        public var requirement: RequirementName
+        public var conditions: [Condition]
+        public var target: ConditionTarget
+        public init(name: String, requirement: RequirementName, conditions: [Condition] = [], target: ConditionTarget = .resource) {
+            self.name = name
+            self.requirement = requirement
+            self.conditions = conditions
+            self.target = target
+        }
+    }
+
+    public struct ResourceType: Sendable, Equatable {
+        public var name: String
+        public var actions: [Action]
+        public init(name: String, actions: [Action]) {
+            self.name = name
+            self.actions = actions
+        }
+    }
+
+    public var name: String
+    public var permissions: [String]
+    public var ownerRole: String
+    public var memberRole: String
+    /// Whether an owner's session holds every permission.
+    public var ownerHasAllPermissions: Bool
+    public var assignments: [Assignment]
+    /// The assignment every member has without it being listed.
+    public var impliedAssignment: String?
+    public var resourceTypes: [ResourceType]
+    /// Invitation statuses; the first is the one in which an invitation is still open.
+    public var invitationStatuses: [String]
+
+    public init(
+        name: String, permissions: [String], ownerRole: String = "owner", memberRole: String = "member",
+        ownerHasAllPermissions: Bool = true, assignments: [Assignment], impliedAssignment: String? = nil,
+        resourceTypes: [ResourceType],
+        invitationStatuses: [String] = ["pending", "accepted", "declined", "cancelled"]
+    ) {
+        self.name = name
+        self.permissions = permissions
+        self.ownerRole = ownerRole
+        self.memberRole = memberRole
+        self.ownerHasAllPermissions = ownerHasAllPermissions
+        self.assignments = assignments
+        self.impliedAssignment = impliedAssignment
+        self.resourceTypes = resourceTypes
+        self.invitationStatuses = invitationStatuses
+    }
+}
+
+/// A definition that cannot compile: the first inconsistency found. Policy files get every
+/// error with its position from `AuthzPolicy`; this is the core's own guard.
+public struct PolicyDefinitionError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// One action of one resource type, compiled: a dense id, and its requirement as bit masks.
+public struct CompiledAction: Sendable, Hashable {
+    public let id: Int
+    public let resourceType: Int
+    public let name: String
+    public let requirement: Requirement
+    public let conditions: ConditionSet
+    public let target: ConditionTarget
+}
+
+/// A global assignment, compiled.
+public struct CompiledAssignment: Sendable, Hashable {
+    public let index: Int
+    public let name: String
+    public let aliases: [String]
+    public let permissions: PermissionSet
+}
+
+/// The permission matrix: every name resolved to an index, every action to a requirement
+/// mask, every assignment to a permission bitset. Immutable and `Sendable`; a policy reload
+/// builds a new one.
+public struct CompiledPolicy: Sendable {
+    public let name: String
+    public let permissions: [String]
+    public let assignments: [CompiledAssignment]
+    public let impliedAssignment: Int?
+    public let ownerRole: String
+    public let memberRole: String
+    public let ownerHasAllPermissions: Bool
+    public let resourceTypes: [String]
+    /// Every action, indexed by its id.
+    public let actions: [CompiledAction]
+    public let invitationStatuses: [String]
+    /// Every permission the policy declares.
+    public let allPermissions: PermissionSet
+    /// The definition this was compiled from.
+    public let definition: PolicyDefinition
+
+    private let permissionIndex: [String: Int]
+    private let assignmentIndex: [String: Int]   // names and aliases
+    private let actionIndex: ByteMap<Int32>       // "type<sep>action" -> id
+    private let typeIndex: ByteMap<Int32>         // "type" -> index
+    /// For each permission, the global assignments that grant it (bitmask over assignments).
+    let assignmentsGranting: [UInt64]
+
+    public init(_ d: PolicyDefinition) throws(PolicyDefinitionError) {
+        func fail(_ m: String) -> PolicyDefinitionError { PolicyDefinitionError(message: m) }
+        guard !d.permissions.isEmpty else { throw fail("the policy declares no permission") }
+        guard d.permissions.count <= PermissionSet.maxCount else {
+            throw fail("the policy declares \(d.permissions.count) permissions; at most \(PermissionSet.maxCount) are supported")
+        }
+        var permIndex: [String: Int] = [:]
+        for (i, p) in d.permissions.enumerated() {
+            guard Identifier.isValid(p) else { throw fail("invalid permission name `\(p)`") }
+            guard permIndex.updateValue(i, forKey: p) == nil else { throw fail("duplicate permission `\(p)`") }
+        }
+        func mask(_ names: [String], _ context: String) throws(PolicyDefinitionError) -> PermissionSet {
+            var set = PermissionSet()
+            for n in names {
+                guard let i = permIndex[n] else { throw fail("\(context): unknown permission `\(n)`") }
+                set.insertIndex(i)
+            }
+            return set
+        }
+        guard d.assignments.count <= 64 else { throw fail("at most 64 global assignments are supported") }
+        var assignIndex: [String: Int] = [:]
+        var assignments: [CompiledAssignment] = []
+        for (i, a) in d.assignments.enumerated() {
+            for n in [a.name] + a.aliases {
+                guard Identifier.isValid(n) else { throw fail("invalid assignment name `\(n)`") }
+                guard assignIndex.updateValue(i, forKey: n) == nil else { throw fail("duplicate assignment name `\(n)`") }
+            }
+            assignments.append(CompiledAssignment(
+                index: i, name: a.name, aliases: a.aliases,
+                permissions: try mask(a.permissions, "assignment `\(a.name)`")))
+        }
+        var implied: Int? = nil
+        if let name = d.impliedAssignment {
+            guard let i = assignIndex[name] else { throw fail("implied assignment `\(name)` is not declared") }
+            implied = i
+        }
+        guard Identifier.isValid(d.ownerRole), Identifier.isValid(d.memberRole), d.ownerRole != d.memberRole else {
+            throw fail("the owner and member roles need two distinct valid names")
+        }
+        guard !d.invitationStatuses.isEmpty, Set(d.invitationStatuses).count == d.invitationStatuses.count else {
+            throw fail("invitation statuses must be distinct and not empty")
+        }
+        var actions: [CompiledAction] = []
+        var actionIndex = ByteMap<Int32>(shardBits: 0)
+        var typeIndex = ByteMap<Int32>(shardBits: 0)
+        var types: [String] = []
+        for (t, rt) in d.resourceTypes.enumerated() {
+            guard Identifier.isValid(rt.name) else { throw fail("invalid resource type name `\(rt.name)`") }
+            guard typeIndex.upsert(rt.name, Int32(t)) == nil else { throw fail("duplicate resource type `\(rt.name)`") }
+            types.append(rt.name)
+            for a in rt.actions {
+                guard Identifier.isValid(a.name) else { throw fail("invalid action name `\(a.name)` in `\(rt.name)`") }
+                let requirement: Requirement
+                switch a.requirement {
+                case .member: requirement = .member
+                case .owner: requirement = .owner
+                case .invitee: requirement = .invitee
+                case .anyOf(let names):
+                    guard !names.isEmpty else { throw fail("`\(rt.name):\(a.name)` requires an empty permission list") }
+                    requirement = .anyOf(try mask(names, "action `\(rt.name):\(a.name)`"))
+                }
+                var conditions = ConditionSet(a.conditions)
+                if requirement == .invitee { conditions.insert(.invitee) }
+                let id = actions.count
+                guard actionIndex.upsert(ByteMap<Int32>.key(rt.name, a.name), Int32(id)) == nil else {
+                    throw fail("duplicate action `\(a.name)` in `\(rt.name)`")
+                }
+                actions.append(CompiledAction(
+                    id: id, resourceType: t, name: a.name, requirement: requirement,
+                    conditions: conditions, target: a.target))
+            }
+        }
+        var granting = Array(repeating: UInt64(0), count: d.permissions.count)
+        for a in assignments {
+            for p in a.permissions.indices { granting[p] |= 1 << UInt64(a.index) }
+        }
+        self.name = d.name
+        self.permissions = d.permissions
+        self.assignments = assignments
+        self.impliedAssignment = implied
+        self.ownerRole = d.ownerRole
+        self.memberRole = d.memberRole
+        self.ownerHasAllPermissions = d.ownerHasAllPermissions
+        self.resourceTypes = types
+        self.actions = actions
+        self.invitationStatuses = d.invitationStatuses
+        self.allPermissions = PermissionSet(bits: d.permissions.count == 64 ? ~0 : (1 << UInt64(d.permissions.count)) - 1)
+        self.definition = d
+        self.permissionIndex = permIndex
+        self.assignmentIndex = assignIndex
+        self.actionIndex = actionIndex
+        self.typeIndex = typeIndex
+        self.assignmentsGranting = granting
+    }
+
+    // MARK: Lookups
+
+    public func permission(named name: String) -> Int? { permissionIndex[name] }
+    /// A global assignment by name or alias.
+    public func assignment(named name: String) -> CompiledAssignment? { assignmentIndex[name].map { assignments[$0] } }
+    public func resourceType(named name: String) -> Int? { withBytes(name) { typeIndex.find($0).map(Int.init) } }
+    public func action(type: String, action: String) -> CompiledAction? {
+        withBytes(type) { t in withBytes(action) { a in actionID(t, a).map { actions[$0] } } }
+    }
+    /// The actions of one resource type, in declaration order.
+    public func actions(ofType type: Int) -> [CompiledAction] { actions.filter { $0.resourceType == type } }
+
+    @inline(__always)
+    func actionID(_ type: UnsafeRawBufferPointer, _ action: UnsafeRawBufferPointer) -> Int? {
+        actionIndex.find(type, action).map(Int.init)
+    }
+    @inline(__always)
+    func typeID(_ type: UnsafeRawBufferPointer) -> Int? { typeIndex.find(type).map(Int.init) }
+
+    /// The role kind a data record's role name means.
+    public func roleKind(named name: String) -> RoleKind? {
+        name == ownerRole ? .owner : name == memberRole ? .member : nil
+    }
+    public func roleName(_ kind: RoleKind) -> String { kind == .owner ? ownerRole : memberRole }
+
+    /// Names of the permissions in a set, in declaration order.
+    public func names(of set: PermissionSet) -> [String] { set.indices.map { permissions[$0] } }
+    /// Names of the global assignments in a bitmask.
+    public func assignmentNames(mask: UInt64) -> [String] {
+        assignments.filter { mask & (1 << UInt64($0.index)) != 0 }.map(\.name)
+    }
+}
+
+/// What ids and names may contain: printable, no whitespace or control characters, and not
+/// empty. Control characters are reserved (composite keys are joined with one).
+public enum Identifier {
+    public static func isValid(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 512 && s.utf8.allSatisfy { $0 > 0x20 && $0 != 0x7F }
+    }
+}
