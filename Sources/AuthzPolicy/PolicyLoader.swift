@@ -1,0 +1,396 @@
+import AuthzCore
+import Foundation
+import Yams
+
+/// Reads a policy file (YAML), reports every error with its position, and compiles it.
+///
+///     let policy = try PolicyLoader.load(path: "policies/daytona.yaml")
+public enum PolicyLoader {
+    /// Loads and compiles the policy file at `path`.
+    public static func load(path: String) throws(PolicyErrors) -> CompiledPolicy {
+        try compile(yaml: try read(path), file: path)
+    }
+
+    /// Compiles policy text; `file` names it in errors.
+    public static func compile(yaml: String, file: String) throws(PolicyErrors) -> CompiledPolicy {
+        let definition = try self.definition(yaml: yaml, file: file)
+        do {
+            return try CompiledPolicy(definition)
+        } catch {
+            // The validator should have caught it; never compile what the core refuses.
+            throw PolicyErrors([PolicyError(file: file, line: 1, column: 1, message: error.message)])
+        }
+    }
+
+    /// Parses and validates policy text into a definition, or throws every error found.
+    public static func definition(yaml: String, file: String) throws(PolicyErrors) -> PolicyDefinition {
+        // Yams refuses a mapping with a duplicate key before composing anything. To still report
+        // every error in one run, each duplicate found is reported at its position and renamed
+        // to a placeholder the validator skips, and the text is composed again.
+        var text = yaml
+        var duplicates: [PolicyError] = []
+        var placeholders: Set<String> = []
+        var root: Node?
+        while true {
+            do {
+                root = try Yams.compose(yaml: text)
+                break
+            } catch YamlError.duplicatedKeysInMapping(let keys, let context) {
+                let placeholder = "__duplicate_\(placeholders.count)__"
+                guard let key = keys.first,
+                      let (line, renamed) = renameSecond(key: key, in: text, mapping: context.mark, to: placeholder),
+                      duplicates.count < 100
+                else {
+                    duplicates.append(PolicyError(file: file, line: context.mark.line, column: context.mark.column,
+                                                  message: "duplicate key `\(keys.first ?? "")` in this mapping"))
+                    throw PolicyErrors(duplicates)
+                }
+                duplicates.append(PolicyError(file: file, line: line, column: context.mark.column, message: "duplicate key `\(key)`"))
+                placeholders.insert(placeholder)
+                text = renamed
+            } catch let error as YamlError {
+                throw PolicyErrors(duplicates + [syntaxError(error, file: file)])
+            } catch {
+                throw PolicyErrors(duplicates + [PolicyError(file: file, line: 1, column: 1, message: "cannot parse YAML: \(error)")])
+            }
+        }
+        guard let root else {
+            throw PolicyErrors([PolicyError(file: file, line: 1, column: 1, message: "the policy file is empty")])
+        }
+        var validator = PolicyValidator(file: file, ignoredKeys: placeholders)
+        let definition = validator.validate(root)
+        let errors = duplicates + validator.errors
+        guard errors.isEmpty, let definition else { throw PolicyErrors(errors) }
+        return definition
+    }
+
+    /// In a block mapping starting at `mark`, renames the second key `key` found at the
+    /// mapping's column. Returns its 1-based line and the new text, or nil if not found
+    /// (a flow mapping, say).
+    private static func renameSecond(key: String, in text: String, mapping mark: Mark, to placeholder: String) -> (Int, String)? {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let indent = mark.column - 1
+        var found = 0
+        for i in (mark.line - 1)..<lines.count {
+            let line = lines[i]
+            let leading = line.prefix { $0 == " " }.count
+            let trimmed = line.drop { $0 == " " }
+            if i > mark.line - 1, leading < indent, !trimmed.isEmpty, !trimmed.hasPrefix("#") { break }
+            guard leading == indent else { continue }
+            for candidate in [key, "\"\(key)\"", "'\(key)'"] where trimmed.hasPrefix(candidate + ":") {
+                found += 1
+                if found == 2 {
+                    lines[i] = String(repeating: " ", count: indent) + placeholder + trimmed.dropFirst(candidate.count)
+                    return (i + 1, lines.joined(separator: "\n"))
+                }
+            }
+        }
+        return nil
+    }
+
+    static func read(_ path: String) throws(PolicyErrors) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw PolicyErrors([PolicyError(file: path, line: 0, column: 0, message: "cannot read the policy file")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw PolicyErrors([PolicyError(file: path, line: 0, column: 0, message: "the policy file is not UTF-8")])
+        }
+        return text
+    }
+
+    private static func syntaxError(_ error: YamlError, file: String) -> PolicyError {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            let ctx = context.map { "\($0.text) " } ?? ""
+            return PolicyError(file: file, line: mark.line, column: mark.column, message: "invalid YAML: \(ctx)\(problem)")
+        case .reader(let problem, _, _, _):
+            return PolicyError(file: file, line: 1, column: 1, message: "invalid YAML: \(problem)")
+        default:
+            return PolicyError(file: file, line: 1, column: 1, message: "invalid YAML: \(error)")
+        }
+    }
+}
+
+/// Walks the YAML tree once, collecting every error with its position.
+struct PolicyValidator {
+    let file: String
+    /// Keys renamed from duplicates (already reported): skipped silently.
+    let ignoredKeys: Set<String>
+    var errors: [PolicyError] = []
+
+    init(file: String, ignoredKeys: Set<String> = []) {
+        self.file = file
+        self.ignoredKeys = ignoredKeys
+    }
+
+    mutating func error(_ node: Node?, _ message: String) {
+        let mark = node?.mark
+        errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, message: message))
+    }
+
+    /// The pairs of a mapping, reporting a non-mapping and duplicate or unknown keys.
+    mutating func mapping(_ node: Node, _ what: String, allowed: [String]? = nil) -> [(key: String, keyNode: Node, value: Node)] {
+        guard let map = node.mapping else {
+            error(node, "\(what) must be a mapping")
+            return []
+        }
+        var seen: Set<String> = []
+        var out: [(String, Node, Node)] = []
+        for (k, v) in map {
+            guard let key = k.scalar?.string else {
+                error(k, "\(what): keys must be strings")
+                continue
+            }
+            if ignoredKeys.contains(key) { continue }
+            guard seen.insert(key).inserted else {
+                error(k, "\(what): duplicate key `\(key)`")
+                continue
+            }
+            if let allowed, !allowed.contains(key) {
+                error(k, "\(what): unknown key `\(key)` (expected one of: \(allowed.joined(separator: ", ")))")
+                continue
+            }
+            out.append((key, k, v))
+        }
+        return out
+    }
+
+    mutating func string(_ node: Node, _ what: String) -> String? {
+        guard let s = node.scalar?.string else {
+            error(node, "\(what) must be a string")
+            return nil
+        }
+        return s
+    }
+
+    mutating func strings(_ node: Node, _ what: String) -> [(String, Node)] {
+        guard let seq = node.sequence else {
+            error(node, "\(what) must be a list")
+            return []
+        }
+        return seq.compactMap { n in string(n, "\(what) item").map { ($0, n) } }
+    }
+
+    mutating func bool(_ node: Node, _ what: String) -> Bool? {
+        guard let s = node.scalar?.string else {
+            error(node, "\(what) must be true or false")
+            return nil
+        }
+        switch s {
+        case "true": return true
+        case "false": return false
+        default:
+            error(node, "\(what) must be true or false, not `\(s)`")
+            return nil
+        }
+    }
+
+    mutating func name(_ s: String, _ node: Node, _ what: String) -> Bool {
+        guard Identifier.isValid(s) else {
+            error(node, "\(what) `\(s)` is not a valid name (no spaces or control characters)")
+            return false
+        }
+        return true
+    }
+
+    mutating func validate(_ root: Node) -> PolicyDefinition? {
+        let top = mapping(root, "the policy", allowed: ["policy", "permissions", "roles", "assignments", "invitations", "resources"])
+        func section(_ key: String) -> Node? { top.first { $0.key == key }?.value }
+        for required in ["permissions", "roles", "assignments", "resources"] where section(required) == nil {
+            error(root, "the policy needs a `\(required)` section")
+        }
+        let policyName = section("policy").flatMap { string($0, "`policy`") } ?? "policy"
+
+        // Permissions.
+        var permissions: [String] = []
+        if let node = section("permissions") {
+            for (p, n) in strings(node, "`permissions`") where name(p, n, "permission") {
+                if permissions.contains(p) {
+                    error(n, "duplicate permission `\(p)`")
+                } else {
+                    permissions.append(p)
+                }
+            }
+            if permissions.count > PermissionSet.maxCount {
+                error(node, "\(permissions.count) permissions declared; at most \(PermissionSet.maxCount) are supported")
+            }
+            if permissions.isEmpty, node.sequence != nil { error(node, "`permissions` must declare at least one permission") }
+        }
+        let known = Set(permissions)
+        func checkPermission(_ p: String, _ n: Node, _ context: String) -> Bool {
+            if known.contains(p) { return true }
+            error(n, "\(context) grants undeclared permission `\(p)`")
+            return false
+        }
+
+        // Roles.
+        var ownerRole: String?, memberRole: String?, ownerAll = false
+        if let node = section("roles") {
+            for (roleName, keyNode, value) in mapping(node, "`roles`") {
+                guard name(roleName, keyNode, "role") else { continue }
+                let fields = mapping(value, "role `\(roleName)`", allowed: ["kind", "all_permissions"])
+                guard let kindNode = fields.first(where: { $0.key == "kind" })?.value else {
+                    error(value.mapping != nil ? keyNode : value, "role `\(roleName)` needs `kind: owner` or `kind: member`")
+                    continue
+                }
+                let all = fields.first { $0.key == "all_permissions" }.flatMap { bool($0.value, "`all_permissions`") } ?? false
+                switch kindNode.scalar?.string {
+                case "owner":
+                    if ownerRole != nil { error(kindNode, "a second role of kind `owner`; exactly one is allowed") }
+                    ownerRole = roleName
+                    ownerAll = all
+                case "member":
+                    if memberRole != nil { error(kindNode, "a second role of kind `member`; exactly one is allowed") }
+                    if all { error(kindNode, "`all_permissions` applies to the owner role only") }
+                    memberRole = roleName
+                default:
+                    error(kindNode, "unknown role kind `\(kindNode.scalar?.string ?? "")` (expected `owner` or `member`)")
+                }
+            }
+            if ownerRole == nil { error(node, "`roles` needs a role of kind `owner`") }
+            if memberRole == nil { error(node, "`roles` needs a role of kind `member`") }
+        }
+
+        // Assignments.
+        var assignments: [PolicyDefinition.Assignment] = []
+        var implied: String?
+        var assignmentNames: Set<String> = []
+        if let node = section("assignments") {
+            for (aName, keyNode, value) in mapping(node, "`assignments`") {
+                guard name(aName, keyNode, "assignment") else { continue }
+                if !assignmentNames.insert(aName).inserted { error(keyNode, "duplicate assignment name `\(aName)`") }
+                let fields = mapping(value, "assignment `\(aName)`", allowed: ["grants", "aliases", "implied"])
+                var grants: [String] = []
+                if let g = fields.first(where: { $0.key == "grants" })?.value {
+                    if g.scalar?.string == "all" {
+                        grants = permissions
+                    } else {
+                        for (p, n) in strings(g, "`grants` of `\(aName)`") where checkPermission(p, n, "assignment `\(aName)`") {
+                            if !grants.contains(p) { grants.append(p) }
+                        }
+                    }
+                } else if value.mapping != nil {
+                    error(keyNode, "assignment `\(aName)` needs `grants` (a list of permissions, `[]`, or `all`)")
+                }
+                var aliases: [String] = []
+                if let al = fields.first(where: { $0.key == "aliases" })?.value {
+                    for (alias, n) in strings(al, "`aliases` of `\(aName)`") where name(alias, n, "alias") {
+                        if !assignmentNames.insert(alias).inserted {
+                            error(n, "duplicate assignment name `\(alias)`")
+                        } else {
+                            aliases.append(alias)
+                        }
+                    }
+                }
+                if let imp = fields.first(where: { $0.key == "implied" }), bool(imp.value, "`implied`") == true {
+                    if implied != nil { error(imp.value, "a second implied assignment; at most one is allowed") }
+                    implied = aName
+                }
+                assignments.append(.init(name: aName, aliases: aliases, permissions: grants))
+            }
+            if assignments.count > 64 { error(node, "at most 64 global assignments are supported") }
+        }
+
+        // Invitations.
+        var statuses = ["pending", "accepted", "declined", "cancelled"]
+        if let node = section("invitations") {
+            let fields = mapping(node, "`invitations`", allowed: ["statuses"])
+            if let s = fields.first(where: { $0.key == "statuses" })?.value {
+                let list = strings(s, "`statuses`")
+                var seen: Set<String> = []
+                for (status, n) in list where !seen.insert(status).inserted { error(n, "duplicate status `\(status)`") }
+                if list.isEmpty { error(s, "`statuses` needs at least one status (the first is the open one)") } else { statuses = list.map(\.0) }
+            }
+        }
+
+        // Resources and actions.
+        var types: [PolicyDefinition.ResourceType] = []
+        if let node = section("resources") {
+            for (typeName, keyNode, value) in mapping(node, "`resources`") {
+                guard name(typeName, keyNode, "resource type") else { continue }
+                var actions: [PolicyDefinition.Action] = []
+                let entries = mapping(value, "resource type `\(typeName)`")
+                if entries.isEmpty, value.mapping != nil { error(keyNode, "resource type `\(typeName)` has no action") }
+                for (actionName, actionKey, spec) in entries {
+                    guard name(actionName, actionKey, "action") else { continue }
+                    if let a = action(actionName, typeName, spec, known: known) { actions.append(a) }
+                }
+                types.append(.init(name: typeName, actions: actions))
+            }
+        }
+        guard errors.isEmpty, let ownerRole, let memberRole else { return nil }
+        return PolicyDefinition(
+            name: policyName, permissions: permissions, ownerRole: ownerRole, memberRole: memberRole,
+            ownerHasAllPermissions: ownerAll, assignments: assignments, impliedAssignment: implied,
+            resourceTypes: types, invitationStatuses: statuses)
+    }
+
+    mutating func requirement(_ node: Node, _ context: String, known: Set<String>) -> PolicyDefinition.RequirementName? {
+        if let s = node.scalar?.string {
+            switch s {
+            case "member": return .member
+            case "owner": return .owner
+            case "invitee": return .invitee
+            default:
+                guard known.contains(s) else {
+                    error(node, "\(context) requires `\(s)`, which is neither `member`, `owner`, `invitee` nor a declared permission")
+                    return nil
+                }
+                return .anyOf([s])
+            }
+        }
+        let fields = mapping(node, "\(context) `require`", allowed: ["any_of"])
+        guard let list = fields.first(where: { $0.key == "any_of" })?.value else {
+            if node.mapping != nil { error(node, "\(context): `require` as a mapping needs `any_of: [permissions]`") }
+            return nil
+        }
+        var perms: [String] = []
+        var ok = true
+        for (p, n) in strings(list, "`any_of`") {
+            if known.contains(p) { perms.append(p) } else {
+                error(n, "\(context) requires undeclared permission `\(p)`")
+                ok = false
+            }
+        }
+        if perms.isEmpty && ok { error(list, "\(context): `any_of` needs at least one permission") }
+        return ok && !perms.isEmpty ? .anyOf(perms) : nil
+    }
+
+    mutating func action(_ actionName: String, _ typeName: String, _ spec: Node, known: Set<String>) -> PolicyDefinition.Action? {
+        let context = "action `\(typeName):\(actionName)`"
+        if spec.scalar != nil {
+            return requirement(spec, context, known: known).map { .init(name: actionName, requirement: $0) }
+        }
+        let fields = mapping(spec, context, allowed: ["require", "when", "target"])
+        if spec.mapping == nil { return nil }
+        guard let reqNode = fields.first(where: { $0.key == "require" })?.value else {
+            error(spec, "\(context) needs `require`")
+            return nil
+        }
+        let req = requirement(reqNode, context, known: known)
+        var conditions: [Condition] = []
+        if let when = fields.first(where: { $0.key == "when" })?.value {
+            for (c, n) in strings(when, "`when`") {
+                guard let condition = Condition(name: c) else {
+                    error(n, "unknown condition `\(c)` (the engine implements: \(Condition.allCases.map(\.name).joined(separator: ", ")))")
+                    continue
+                }
+                if conditions.contains(condition) { error(n, "condition `\(c)` listed twice") }
+                conditions.append(condition)
+            }
+        }
+        var target = ConditionTarget.resource
+        if let t = fields.first(where: { $0.key == "target" })?.value {
+            switch t.scalar?.string {
+            case "resource": target = .resource
+            case "subject":
+                target = .subject
+                if conditions.contains(.notSelf) { error(t, "\(context): `not_self` with `target: subject` can never hold") }
+            default: error(t, "\(context): `target` must be `resource` or `subject`")
+            }
+        }
+        guard let req else { return nil }
+        return .init(name: actionName, requirement: req, conditions: conditions, target: target)
+    }
+}
