@@ -38,6 +38,10 @@ let package = Package(
             name: "AuthzCoreTests",
             dependencies: ["AuthzCore", "AuthzData", "AuthzPolicy"]
         ),
+        .testTarget(
+            name: "AuthzPolicyTests",
+            dependencies: ["AuthzCore", "AuthzPolicy"]
+        ),
     ]
 )
 

@@ -1,2 +1,10 @@
-import AuthzPolicy
-do { _ = try PolicyLoader.load(path: CommandLine.arguments[1]); print("ok") } catch { print(error) }
+import ArgumentParser
+
+@main
+struct Authz: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authz",
+        abstract: "OrgAuthz: organization authorization decisions from a compiled policy.",
+        subcommands: [Compile.self, Check.self, Test.self]
+    )
+}

@@ -1,0 +1,351 @@
+import AuthzCore
+import AuthzData
+import Foundation
+import Yams
+
+/// A policy test suite (`*.test.yaml`): a policy, a fixed `now`, membership data, and the
+/// decisions it must produce. See README.md, "Policy tests", for the format.
+public struct PolicySuite: Sendable {
+    /// One expected decision.
+    public struct Case: Sendable {
+        public var name: String
+        public var request: CheckRequest
+        public var expect: Expectation
+        public var at: Timestamp?
+        public var line: Int
+    }
+
+    public enum Outcome: String, Sendable { case allow, deny, error }
+
+    public struct Expectation: Sendable, CustomStringConvertible {
+        public var outcome: Outcome
+        /// A reason code (`missing_permission`) or, for `error`, a request error code.
+        public var code: String?
+        public var description: String { code.map { "\(outcome.rawValue) (\($0))" } ?? outcome.rawValue }
+    }
+
+    /// Records applied on top of the suite's data, then cases decided against the result.
+    public struct Scenario: Sendable {
+        public var name: String
+        public var records: [LocatedRecord]
+        public var cases: [Case]
+    }
+
+    public var file: String
+    public var name: String
+    public var policyPath: String
+    public var now: Timestamp
+    public var records: [LocatedRecord]
+    public var scenarios: [Scenario]
+
+    public var caseCount: Int { scenarios.reduce(0) { $0 + $1.cases.count } }
+}
+
+/// A case that did not decide as expected, or a suite that could not run.
+public struct SuiteFailure: Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var caseName: String
+    public var message: String
+    public var description: String { "\(file):\(line): \(caseName): \(message)" }
+}
+
+public struct SuiteResult: Sendable {
+    public var passed = 0
+    public var failures: [SuiteFailure] = []
+    public var failed: Int { failures.count }
+    public init() {}
+    public mutating func merge(_ other: SuiteResult) {
+        passed += other.passed
+        failures += other.failures
+    }
+}
+
+public enum SuiteRunner {
+    /// Every `*.test.yaml` under `paths` (files or directories), sorted.
+    public static func discover(_ paths: [String]) -> [String] {
+        var out: [String] = []
+        for path in paths {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+                out.append(path)   // reported as unreadable when run
+                continue
+            }
+            if !isDir.boolValue {
+                out.append(path)
+                continue
+            }
+            let walker = FileManager.default.enumerator(atPath: path)
+            while let rel = walker?.nextObject() as? String {
+                if rel.hasSuffix(".test.yaml") { out.append((path as NSString).appendingPathComponent(rel)) }
+            }
+        }
+        return out.sorted()
+    }
+
+    /// Loads and runs one suite file. Problems with the suite itself are failures too.
+    public static func run(file: String) -> SuiteResult {
+        var result = SuiteResult()
+        let suite: PolicySuite
+        do {
+            suite = try SuiteLoader.load(path: file)
+        } catch {
+            result.failures = error.errors.map { SuiteFailure(file: file, line: $0.line, caseName: "(suite)", message: $0.message) }
+            return result
+        }
+        let policy: CompiledPolicy
+        do {
+            policy = try PolicyLoader.load(path: suite.policyPath)
+        } catch {
+            result.failures = error.errors.map { SuiteFailure(file: $0.file, line: $0.line, caseName: "(policy)", message: $0.message) }
+            return result
+        }
+        var base: Directory
+        do {
+            base = try Directory.build(suite.records, policy: policy)
+        } catch {
+            result.failures = error.errors.map { SuiteFailure(file: file, line: $0.line, caseName: "(data)", message: $0.description) }
+            return result
+        }
+        for scenario in suite.scenarios {
+            var directory = base
+            if !scenario.records.isEmpty {
+                do {
+                    directory = try base.applying(scenario.records).directory
+                } catch {
+                    result.failures += error.errors.map {
+                        SuiteFailure(file: file, line: $0.line, caseName: "\(scenario.name) (data)", message: $0.description)
+                    }
+                    continue
+                }
+            }
+            for c in scenario.cases {
+                let got = decide(directory, c.request, now: c.at ?? suite.now)
+                if let mismatch = compare(got, c.expect, directory, c.request) {
+                    let name = scenario.name.isEmpty ? c.name : "\(scenario.name) / \(c.name)"
+                    result.failures.append(SuiteFailure(file: file, line: c.line, caseName: name, message: mismatch))
+                } else {
+                    result.passed += 1
+                }
+            }
+            _ = base
+        }
+        return result
+    }
+
+    private static func decide(_ d: Directory, _ r: CheckRequest, now: Timestamp) -> Result<Decision, CheckError> {
+        Result { () throws(CheckError) in try d.check(r, now: now) }
+    }
+
+    private static func compare(_ got: Result<Decision, CheckError>, _ want: PolicySuite.Expectation, _ d: Directory, _ r: CheckRequest) -> String? {
+        let (outcome, code, message): (PolicySuite.Outcome, String, String)
+        switch got {
+        case .success(let decision):
+            outcome = decision.allowed ? .allow : .deny
+            code = decision.reason.code
+            message = d.explain(decision, for: r)
+        case .failure(let e):
+            outcome = .error
+            code = e.code.rawValue
+            message = e.message
+        }
+        if outcome == want.outcome && (want.code == nil || want.code == code) { return nil }
+        return "expected \(want), got \(outcome.rawValue) (\(code)): \(message)"
+    }
+}
+
+/// Parses suite files; reports every problem with its line.
+enum SuiteLoader {
+    struct Problem { var line: Int; var message: String }
+    struct Problems: Error { var errors: [Problem] }
+
+    static func load(path: String) throws(Problems) -> PolicySuite {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw Problems(errors: [Problem(line: 0, message: "cannot read the suite file")])
+        }
+        let root: Node
+        do {
+            guard let r = try Yams.compose(yaml: text) else { throw Problems(errors: [Problem(line: 1, message: "the suite file is empty")]) }
+            root = r
+        } catch let p as Problems {
+            throw p
+        } catch {
+            throw Problems(errors: [Problem(line: 1, message: "invalid YAML: \(error)")])
+        }
+        var problems: [Problem] = []
+        func problem(_ node: Node?, _ message: String) { problems.append(Problem(line: node?.mark?.line ?? 0, message: message)) }
+        let dir = (path as NSString).deletingLastPathComponent
+
+        guard let top = root.mapping else { throw Problems(errors: [Problem(line: 1, message: "a suite must be a mapping")]) }
+        let allowed = ["suite", "policy", "now", "data", "data_file", "cases", "grids", "scenarios"]
+        for (k, _) in top where !allowed.contains(k.string ?? "") {
+            problem(k, "unknown key `\(k.string ?? "")` (expected one of: \(allowed.joined(separator: ", ")))")
+        }
+        let name = top["suite"]?.string ?? (path as NSString).lastPathComponent
+        var policyPath = ""
+        if let p = top["policy"]?.string {
+            policyPath = p.hasPrefix("/") ? p : (dir as NSString).appendingPathComponent(p)
+        } else {
+            problem(root, "a suite needs `policy` (a path relative to the suite file)")
+        }
+        var now = Timestamp(seconds: 0)
+        if let n = top["now"] {
+            if let t = n.string.flatMap(Timestamp.init(rfc3339:)) { now = t } else { problem(n, "`now` must be an RFC 3339 timestamp") }
+        } else {
+            problem(root, "a suite needs `now` (an RFC 3339 timestamp): decisions depend on time")
+        }
+
+        func records(_ node: Node?, file dataFile: Node?) -> [LocatedRecord] {
+            var out: [LocatedRecord] = []
+            if let f = dataFile {
+                guard let rel = f.string else {
+                    problem(f, "`data_file` must be a path")
+                    return []
+                }
+                let full = rel.hasPrefix("/") ? rel : (dir as NSString).appendingPathComponent(rel)
+                guard let bytes = FileManager.default.contents(atPath: full) else {
+                    problem(f, "cannot read data file `\(rel)`")
+                    return []
+                }
+                let decoded = RecordCodec.decodeLines(bytes)
+                for e in decoded.errors { problem(f, "\(rel): \(e.description)") }
+                out += decoded.records
+            }
+            guard let node else { return out }
+            guard let seq = node.sequence else {
+                problem(node, "`data` must be a list of records")
+                return out
+            }
+            for item in seq {
+                let line = item.mark?.line ?? 0
+                do {
+                    let json = try JSONSerialization.data(withJSONObject: plain(item), options: [.fragmentsAllowed])
+                    let record = try RecordCodec.decode(line: String(decoding: json, as: UTF8.self), number: line)
+                    out.append(LocatedRecord(line: line, record: record))
+                } catch let e as DataError {
+                    problem(item, "record: \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
+                } catch {
+                    problem(item, "record: \(error)")
+                }
+            }
+            return out
+        }
+
+        func expectation(_ node: Node) -> PolicySuite.Expectation? {
+            guard let s = node.string else {
+                problem(node, "an expectation must be `allow`, `deny` or `error`, optionally with `:code`")
+                return nil
+            }
+            let parts = s.split(separator: ":", maxSplits: 1).map { String($0).trimmingCharacters(in: .whitespaces) }
+            guard let outcome = PolicySuite.Outcome(rawValue: parts[0]) else {
+                problem(node, "unknown expectation `\(s)`: use `allow`, `deny` or `error`, optionally with `:code`")
+                return nil
+            }
+            let code = parts.count > 1 ? parts[1] : nil
+            if let code, outcome != .error {
+                guard let reason = Reason(code: code) else {
+                    problem(node, "unknown reason code `\(code)`")
+                    return nil
+                }
+                if reason.allows != (outcome == .allow) { problem(node, "`\(code)` is a reason to \(reason.allows ? "allow" : "deny")") }
+            }
+            return .init(outcome: outcome, code: code)
+        }
+
+        func cases(_ node: Node?, grids: Node?) -> [PolicySuite.Case] {
+            var out: [PolicySuite.Case] = []
+            for item in node?.sequence ?? [] {
+                let fields = ["name", "subject", "action", "resource", "org", "expect", "reason", "at"]
+                for (k, _) in item.mapping ?? [:] where !fields.contains(k.string ?? "") {
+                    problem(k, "unknown case key `\(k.string ?? "")` (expected: \(fields.joined(separator: ", ")))")
+                }
+                let missing = ["subject", "action", "resource", "org", "expect"].filter { item[$0] == nil }
+                guard missing.isEmpty else {
+                    problem(item, "case needs \(missing.map { "`\($0)`" }.joined(separator: ", "))")
+                    continue
+                }
+                guard var e = expectation(item["expect"]!) else { continue }
+                if let r = item["reason"]?.string {
+                    if e.outcome != .error && Reason(code: r) == nil { problem(item["reason"], "unknown reason code `\(r)`") }
+                    e.code = r
+                }
+                var at: Timestamp?
+                if let a = item["at"] {
+                    at = a.string.flatMap(Timestamp.init(rfc3339:))
+                    if at == nil { problem(a, "`at` must be an RFC 3339 timestamp") }
+                }
+                let req = CheckRequest(subject: item["subject"]!.string ?? "", action: item["action"]!.string ?? "",
+                                       resource: item["resource"]!.string ?? "", org: item["org"]!.string ?? "")
+                let label = item["name"]?.string ?? "\(req.subject) \(req.action) \(req.resource) in \(req.org)"
+                out.append(.init(name: label, request: req, expect: e, at: at, line: item.mark?.line ?? 0))
+            }
+            for grid in grids?.sequence ?? [] {
+                let gname = grid["name"]?.string ?? "grid"
+                guard let resource = grid["resource"]?.string, let org = grid["org"]?.string,
+                      let actions = grid["actions"]?.sequence?.compactMap(\.string), !actions.isEmpty,
+                      let rows = grid["expect"]?.mapping
+                else {
+                    problem(grid, "a grid needs `resource`, `org`, `actions` (a list) and `expect` (subject: [one expectation per action])")
+                    continue
+                }
+                var at: Timestamp?
+                if let a = grid["at"] {
+                    at = a.string.flatMap(Timestamp.init(rfc3339:))
+                    if at == nil { problem(a, "`at` must be an RFC 3339 timestamp") }
+                }
+                for (subjectNode, row) in rows {
+                    let subject = subjectNode.string ?? ""
+                    let cells = row.sequence ?? []
+                    guard cells.count == actions.count else {
+                        problem(row, "`\(subject)` has \(cells.count) expectations for \(actions.count) actions")
+                        continue
+                    }
+                    for (action, cell) in zip(actions, cells) {
+                        guard let e = expectation(cell) else { continue }
+                        out.append(.init(
+                            name: "\(gname): \(subject) \(action)",
+                            request: CheckRequest(subject: subject, action: action, resource: resource, org: org),
+                            expect: e, at: at, line: cell.mark?.line ?? 0))
+                    }
+                }
+            }
+            return out
+        }
+
+        var scenarios = [PolicySuite.Scenario(name: "", records: [], cases: cases(top["cases"], grids: top["grids"]))]
+        for s in top["scenarios"]?.sequence ?? [] {
+            for (k, _) in s.mapping ?? [:] where !["name", "data", "cases", "grids"].contains(k.string ?? "") {
+                problem(k, "unknown scenario key `\(k.string ?? "")` (expected: name, data, cases, grids)")
+            }
+            scenarios.append(.init(name: s["name"]?.string ?? "scenario", records: records(s["data"], file: nil),
+                                   cases: cases(s["cases"], grids: s["grids"])))
+        }
+        let base = records(top["data"], file: top["data_file"])
+        guard problems.isEmpty else { throw Problems(errors: problems) }
+        return PolicySuite(file: path, name: name, policyPath: policyPath, now: now, records: base, scenarios: scenarios)
+    }
+
+    /// A YAML node as Foundation values for JSON: mappings, lists, strings, bools, numbers, null.
+    static func plain(_ node: Node) -> Any {
+        switch node {
+        case .mapping(let m):
+            var out: [String: Any] = [:]
+            for (k, v) in m { out[k.string ?? ""] = plain(v) }
+            return out
+        case .sequence(let s):
+            return s.map(plain)
+        case .scalar(let s):
+            if s.style == .plain {
+                switch s.string {
+                case "null", "~": return NSNull()
+                case "true": return true
+                case "false": return false
+                default: break
+                }
+            }
+            return s.string
+        case .alias:
+            return NSNull()
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import AuthzCore
+import AuthzPolicy
+import Foundation
+import Testing
+
+/// The package root, found from this file, so tests read the shipped policies.
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+func shipped(_ relative: String) -> String { packageRoot + "/" + relative }
+
+@Suite struct PolicyLoaderTests {
+    @Test func shippedPolicyCompilesToTheIssuesModel() throws {
+        let p = try PolicyLoader.load(path: shipped("policies/daytona.yaml"))
+        #expect(p.permissions.count == 15)
+        #expect(p.resourceTypes == ["organization", "member", "invitation", "role", "api_key", "sandbox", "snapshot",
+                                    "registry", "volume", "region", "runner", "audit_log"])
+        #expect(p.actions.count == 54)
+        #expect(p.assignment(named: "images_admin")?.name == "snapshots_admin")
+        #expect(p.assignment(named: "super_admin")?.permissions == p.allPermissions)
+        #expect(p.assignment(named: "viewer")?.permissions.isEmpty == true)
+        #expect(p.impliedAssignment == p.assignment(named: "viewer")?.index)
+        let push = try #require(p.action(type: "registry", action: "push"))
+        #expect(push.requirement == .anyOf(PermissionSet([p.permission(named: "write:snapshots")!, p.permission(named: "write:sandboxes")!])))
+        let leave = try #require(p.action(type: "organization", action: "leave"))
+        #expect(leave.target == .subject)
+        #expect(leave.conditions == ConditionSet([.sessionOnly, .notLastOwner]))
+        #expect(p.action(type: "sandbox", action: "push") == nil)
+    }
+
+    @Test func examplePolicyCompiles() throws {
+        let p = try PolicyLoader.load(path: shipped("policies/examples/docs.yaml"))
+        #expect(p.ownerRole == "admin")
+        #expect(p.memberRole == "writer")
+        #expect(p.assignment(named: "author")?.name == "editor")
+    }
+
+    @Test func everyErrorIsReportedWithItsPositionSorted() {
+        let yaml = """
+        policy: broken
+        permissions: [a, a, "b c"]
+        roles:
+          owner: {kind: owner}
+        assignments:
+          dev: {grants: [zz]}
+          dev2: {grants: [a], aliases: [dev]}
+        resources:
+          sandbox:
+            read: member
+            read: owner
+            write: {require: nope, when: [session_only, bogus]}
+            push: {require: {any_of: [a, q]}}
+        bogus: 1
+        """
+        do {
+            _ = try PolicyLoader.compile(yaml: yaml, file: "broken.yaml")
+            Issue.record("a broken policy compiled")
+        } catch {
+            let lines = error.errors.map { "\($0.line):\($0.column) \($0.message)" }
+            #expect(lines == [
+                "2:18 duplicate permission `a`",
+                "2:21 permission `b c` is not a valid name (no spaces or control characters)",
+                "4:3 `roles` needs a role of kind `member`",
+                "6:18 assignment `dev` grants undeclared permission `zz`",
+                "7:33 duplicate assignment name `dev`",
+                "11:5 duplicate key `read`",
+                "12:22 action `sandbox:write` requires `nope`, which is neither `member`, `owner`, `invitee` nor a declared permission",
+                "12:49 unknown condition `bogus` (the engine implements: session_only, not_personal, not_suspended, not_self, not_last_owner, invitee, own_key_or_owner)",
+                "13:33 action `sandbox:push` requires undeclared permission `q`",
+                "14:1 the policy: unknown key `bogus` (expected one of: policy, permissions, roles, assignments, invitations, resources)",
+            ])
+            #expect(error.errors.allSatisfy { $0.file == "broken.yaml" })
+            #expect(error.description.hasPrefix("broken.yaml:2:18: error: duplicate permission `a`"))
+        }
+    }
+
+    @Test(arguments: [
+        ("", "1:1 the policy file is empty"),
+        ("permissions: [a\nroles: {}", "invalid YAML"),
+        ("- just\n- a list", "the policy must be a mapping"),
+        ("permissions: [a]\nroles: {o: {kind: owner}, m: {kind: member}}\nassignments: {}\nresources: {t: {x: {require: owner, target: subject, when: [not_self]}}}",
+         "`not_self` with `target: subject` can never hold"),
+        ("permissions: [a]\nroles: {o: {kind: owner}, m: {kind: member}}\nassignments: {v: {implied: true, grants: []}, w: {implied: true, grants: []}}\nresources: {t: {x: member}}",
+         "a second implied assignment"),
+        ("permissions: [a]\nroles: {o: {kind: owner}, m: {kind: boss}}\nassignments: {}\nresources: {t: {x: member}}",
+         "unknown role kind `boss`"),
+        ("permissions: [a]\nroles: {o: {kind: owner}, m: {kind: member}}\nassignments: {}\nresources: {t: {x: {when: [session_only]}}}",
+         "action `t:x` needs `require`"),
+        ("permissions: [a]\nroles: {o: {kind: owner}, m: {kind: member}}\nassignments: {}\nresources: {t: {}}",
+         "resource type `t` has no action"),
+    ])
+    func invalidPoliciesNeverCompile(yaml: String, expected: String) {
+        do {
+            _ = try PolicyLoader.compile(yaml: yaml, file: "p.yaml")
+            Issue.record("compiled: \(yaml)")
+        } catch {
+            #expect(error.errors.contains { "\($0.line):\($0.column) \($0.message)".contains(expected) },
+                    "\(error.description)")
+        }
+    }
+
+    @Test func tooManyPermissionsAreRefused() {
+        let perms = (0..<65).map { "p\($0)" }.joined(separator: ", ")
+        let yaml = "permissions: [\(perms)]\nroles: {o: {kind: owner}, m: {kind: member}}\nassignments: {}\nresources: {t: {x: member}}"
+        #expect(throws: PolicyErrors.self) { try PolicyLoader.compile(yaml: yaml, file: "p.yaml") }
+    }
+
+    @Test func unreadableFileIsAnError() {
+        do {
+            _ = try PolicyLoader.load(path: "/nonexistent/policy.yaml")
+            Issue.record("loaded a missing file")
+        } catch {
+            #expect(error.errors.first?.message == "cannot read the policy file")
+        }
+    }
+}
