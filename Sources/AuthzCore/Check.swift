@@ -2,9 +2,9 @@
 /// in its arguments, `now` included.
 ///
 /// The steps, in order; the first that fails gives the reason:
-/// 1. The request is well formed: `subject` is `user:<id>` or `api_key:<id>`, `resource` is
-///    `<type>:<id>`, `org` is not empty, the resource type exists and has the action.
-///    Otherwise a `CheckError`, never a decision.
+/// 1. The request is well formed, checked in this order: `subject` is `user:<id>` or
+///    `api_key:<id>`, `resource` is `<type>:<id>`, the resource type exists, the action is not
+///    empty and the type has it, `org` is not empty. Otherwise a `CheckError`, never a decision.
 /// 2. An api_key subject: the action is not `session_only` (`session_only`), the key exists
 ///    (`unknown_key`), is unexpired (`key_expired`: `expires_at` <= now), belongs to the org
 ///    (`key_wrong_org`). Its user is the subject's user from here on.
