@@ -37,6 +37,9 @@ public struct Directory: Sendable {
         var mask: PermissionSet
         /// How many members hold it: a role still assigned cannot be deleted.
         var assigned: Int32 = 0
+        /// How many invitations offer it: neither can a role still offered (the invitation
+        /// would no longer rebuild from `records()`).
+        var invited: Int32 = 0
     }
 
     struct KeyEntry: Sendable {
@@ -53,6 +56,8 @@ public struct Directory: Sendable {
         var emailFolded: String
         var role: String
         var assignments: [String]
+        /// Custom role ids of the org among `assignments`.
+        var customRoles: [String]
         var status: String
         var open: Bool
         var expiresAt: Timestamp?
@@ -243,7 +248,10 @@ public struct Directory: Sendable {
             guard !r.permissions.isEmpty else { throw RecordError("permissions", "a custom role needs at least one permission") }
             let mask = try permissionMask(r.permissions, "permissions")
             var entry = RoleEntry(permissions: r.permissions, mask: mask)
-            if let old = roles[r.org, r.id] { entry.assigned = old.assigned }
+            if let old = roles[r.org, r.id] {
+                entry.assigned = old.assigned
+                entry.invited = old.invited
+            }
             roles[r.org, r.id] = entry
 
         case .apiKey(let r):
@@ -260,13 +268,16 @@ public struct Directory: Sendable {
                 throw RecordError("email", "`\(r.email)` is not a valid email")
             }
             _ = try roleKind(r.role)
-            _ = try resolveAssignments(r.assignments, org: r.org)
+            let (_, custom) = try resolveAssignments(r.assignments, org: r.org)
             guard let statusIndex = policy.invitationStatuses.firstIndex(of: r.status) else {
                 throw RecordError("status", "unknown status `\(r.status)`; expected one of \(policy.invitationStatuses.map { "`\($0)`" }.joined(separator: ", "))")
             }
-            invitations.upsert(r.id, InvitationEntry(
+            let old = invitations.upsert(r.id, InvitationEntry(
                 org: r.org, email: r.email, emailFolded: r.email.lowercased(), role: r.role,
-                assignments: r.assignments, status: r.status, open: statusIndex == 0, expiresAt: r.expiresAt))
+                assignments: r.assignments, customRoles: custom, status: r.status, open: statusIndex == 0,
+                expiresAt: r.expiresAt))
+            if let old { unlink(invitation: old) }
+            for c in custom { roles.update(ByteMap<RoleEntry>.key(r.org, c)) { $0.invited += 1 } }
 
         case .delete(let key):
             try delete(key)
@@ -289,22 +300,31 @@ public struct Directory: Sendable {
         for c in member.customRoles { roles.update(ByteMap<RoleEntry>.key(org, c)) { $0.assigned -= 1 } }
     }
 
+    private mutating func unlink(invitation: InvitationEntry) {
+        for c in invitation.customRoles { roles.update(ByteMap<RoleEntry>.key(invitation.org, c)) { $0.invited -= 1 } }
+    }
+
     private mutating func delete(_ key: RecordKey) throws(RecordError) {
         switch key {
         case .org(let id):
             guard orgs.remove(id) != nil else { return }
+            // Ids compare as bytes, as the maps do: `String`'s `==` and `hasPrefix` would also
+            // match another id that is only canonically equivalent (`é` and `e` + U+0301).
             let prefix = id + String(decoding: [ByteMap<MemberEntry>.separator], as: UTF8.self)
-            _ = members.removeAll { k, _ in k.hasPrefix(prefix) }
-            _ = roles.removeAll { k, _ in k.hasPrefix(prefix) }
-            _ = keys.removeAll { _, k in k.org == id }
-            _ = invitations.removeAll { _, i in i.org == id }
+            _ = members.removeAll { k, _ in k.utf8.starts(with: prefix.utf8) }
+            _ = roles.removeAll { k, _ in k.utf8.starts(with: prefix.utf8) }
+            _ = keys.removeAll { _, k in k.org.utf8.elementsEqual(id.utf8) }
+            _ = invitations.removeAll { _, i in i.org.utf8.elementsEqual(id.utf8) }
 
         case .user(let id):
             users.remove(id)
             let suffix = String(decoding: [ByteMap<MemberEntry>.separator], as: UTF8.self) + id
-            let removed = members.removeAll { k, _ in k.hasSuffix(suffix) && ByteMap<MemberEntry>.parts(k).1 == id }
+            let removed = members.removeAll { k, _ in
+                k.utf8.reversed().starts(with: suffix.utf8.reversed())
+                    && ByteMap<MemberEntry>.parts(k).1.utf8.elementsEqual(id.utf8)
+            }
             for (k, m) in removed { unlink(member: m, org: ByteMap<MemberEntry>.parts(k).0) }
-            _ = keys.removeAll { _, k in k.user == id }
+            _ = keys.removeAll { _, k in k.user.utf8.elementsEqual(id.utf8) }
 
         case .member(let org, let user):
             if let old = members.remove(ByteMap<MemberEntry>.key(org, user)) { unlink(member: old, org: org) }
@@ -314,13 +334,16 @@ public struct Directory: Sendable {
             if role.assigned > 0 {
                 throw RecordError(nil, "custom role `\(id)` of org `\(org)` is still assigned to \(role.assigned) member\(role.assigned == 1 ? "" : "s"); update them first")
             }
+            if role.invited > 0 {
+                throw RecordError(nil, "custom role `\(id)` of org `\(org)` is still offered by \(role.invited) invitation\(role.invited == 1 ? "" : "s"); update or delete them first")
+            }
             roles[org, id] = nil
 
         case .apiKey(let id):
             keys.remove(id)
 
         case .invitation(let id):
-            invitations.remove(id)
+            if let old = invitations.remove(id) { unlink(invitation: old) }
         }
     }
 }

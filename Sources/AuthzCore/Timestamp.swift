@@ -17,7 +17,8 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
     }
 
     /// Parses an RFC 3339 date-time: `2027-01-01T00:00:00Z`, `2027-01-01T00:00:00.5+02:00`.
-    /// Returns nil for anything else (including out-of-range fields).
+    /// Returns nil for anything else (including out-of-range fields, and offsets that put the
+    /// instant outside years 0000-9999 in UTC).
     public init?(rfc3339 text: String) {
         var text = text
         guard let parsed = text.withUTF8({ Timestamp.parse(UnsafeRawBufferPointer($0)) }) else { return nil }
@@ -76,8 +77,15 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         guard i == b.count else { return nil }
         let days = daysFromCivil(year, month, day)
         let secs = Int64(days) * 86400 + Int64(hour * 3600 + minute * 60 + min(second, 59)) - Int64(offset)
+        // An offset can carry the instant out of years 0000-9999 in UTC, where `description`
+        // could not write it back as RFC 3339.
+        guard secs >= Timestamp.minSeconds, secs <= Timestamp.maxSeconds else { return nil }
         return Timestamp(seconds: secs, nanoseconds: Int32(nanos))
     }
+
+    /// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the instants RFC 3339 can write in UTC.
+    static let minSeconds = Int64(daysFromCivil(0, 1, 1)) * 86400
+    static let maxSeconds = Int64(daysFromCivil(9999, 12, 31)) * 86400 + 86399
 
     /// RFC 3339 in UTC, with a fraction only when there is one.
     public var description: String {
