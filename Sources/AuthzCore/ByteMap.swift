@@ -88,7 +88,7 @@ struct ByteMap<Value: Sendable>: Sendable {
         get {
             let h = Self.hash(of: key)
             let shard = shards[shardIndex(h)]
-            guard let e = shard.find(h, { $0 == key }) else { return nil }
+            guard let e = shard.find(h, { $0.utf8.elementsEqual(key.utf8) }) else { return nil }
             return shard.values[e]
         }
         set {
@@ -106,7 +106,7 @@ struct ByteMap<Value: Sendable>: Sendable {
     mutating func upsert(_ key: String, _ value: Value) -> Value? {
         let h = Self.hash(of: key)
         let s = shardIndex(h)
-        if let e = shards[s].find(h, { $0 == key }) {
+        if let e = shards[s].find(h, { $0.utf8.elementsEqual(key.utf8) }) {
             let old = shards[s].values[e]
             shards[s].values[e] = value
             return old
@@ -132,7 +132,7 @@ struct ByteMap<Value: Sendable>: Sendable {
     mutating func remove(_ key: String) -> Value? {
         let h = Self.hash(of: key)
         let s = shardIndex(h)
-        guard let e = shards[s].find(h, { $0 == key }) else { return nil }
+        guard let e = shards[s].find(h, { $0.utf8.elementsEqual(key.utf8) }) else { return nil }
         let old = shards[s].values[e]
         shards[s].hashes.swapAt(e, shards[s].hashes.count - 1)
         shards[s].keys.swapAt(e, shards[s].keys.count - 1)

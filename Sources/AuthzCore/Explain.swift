@@ -17,9 +17,9 @@ extension Directory {
             return "\(subject) is a member of \(org), which is all \(what) requires"
         case .assignment, .apiKey:
             let grantedBy = grantingNames(decision, request: request)
-            let via = grantedBy.isEmpty ? "" : " granted by \(grantedBy.joined(separator: ", "))"
+            let via = grantedBy.isEmpty ? "" : " through \(grantedBy.map { "`\($0)`" }.joined(separator: ", "))"
             if decision.reason == .apiKey {
-                return "api key \(subject) holds \(permission), and its user holds it\(via)"
+                return "api key \(subject) holds \(permission), and so does its user\(via)"
             }
             return "\(subject) holds \(permission)\(via)"
         case .invitee:

@@ -65,7 +65,7 @@ func shipped(_ relative: String) -> String { packageRoot + "/" + relative }
                 "11:5 duplicate key `read`",
                 "12:22 action `sandbox:write` requires `nope`, which is neither `member`, `owner`, `invitee` nor a declared permission",
                 "12:49 unknown condition `bogus` (the engine implements: session_only, not_personal, not_suspended, not_self, not_last_owner, invitee, own_key_or_owner)",
-                "13:33 action `sandbox:push` requires undeclared permission `q`",
+                "13:34 action `sandbox:push` requires undeclared permission `q`",
                 "14:1 the policy: unknown key `bogus` (expected one of: policy, permissions, roles, assignments, invitations, resources)",
             ])
             #expect(error.errors.allSatisfy { $0.file == "broken.yaml" })
