@@ -21,6 +21,11 @@ let package = Package(
         .target(name: "AuthzCore"),
         // Membership records: JSON Lines decoding into AuthzCore's record values.
         .target(name: "AuthzData", dependencies: ["AuthzCore"]),
+        // The durable copy of the membership data (SQLite through GRDB) and its revision.
+        .target(
+            name: "AuthzStore",
+            dependencies: ["AuthzCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         // Policy file (YAML) -> validated definition -> CompiledPolicy; policy test suites.
         .target(
             name: "AuthzPolicy",
@@ -37,6 +42,10 @@ let package = Package(
         .testTarget(
             name: "AuthzCoreTests",
             dependencies: ["AuthzCore", "AuthzData", "AuthzPolicy"]
+        ),
+        .testTarget(
+            name: "AuthzStoreTests",
+            dependencies: ["AuthzCore", "AuthzData", "AuthzStore"]
         ),
         .testTarget(
             name: "AuthzPolicyTests",

@@ -76,6 +76,14 @@ public struct Directory: Sendable {
     /// Sizes, for metrics and listings.
     public struct Counts: Sendable, Hashable, Codable {
         public var orgs, users, members, roles, apiKeys, invitations: Int
+        public init(orgs: Int, users: Int, members: Int, roles: Int, apiKeys: Int, invitations: Int) {
+            self.orgs = orgs
+            self.users = users
+            self.members = members
+            self.roles = roles
+            self.apiKeys = apiKeys
+            self.invitations = invitations
+        }
     }
 
     public var counts: Counts {
@@ -354,5 +362,19 @@ extension ByteMap {
         guard var v = self[key] else { return }
         body(&v)
         upsert(key, v)
+    }
+}
+
+extension Directory {
+    /// How many records of this directory `next` no longer has (for a replace's report).
+    public func countRemoved(in next: Directory) -> Int {
+        var n = 0
+        orgs.forEach { k, _ in if next.orgs[k] == nil { n += 1 } }
+        users.forEach { k, _ in if next.users[k] == nil { n += 1 } }
+        roles.forEach { k, _ in if next.roles[k] == nil { n += 1 } }
+        members.forEach { k, _ in if next.members[k] == nil { n += 1 } }
+        keys.forEach { k, _ in if next.keys[k] == nil { n += 1 } }
+        invitations.forEach { k, _ in if next.invitations[k] == nil { n += 1 } }
+        return n
     }
 }

@@ -1,0 +1,180 @@
+import AuthzCore
+import Foundation
+import GRDB
+
+/// The durable copy of the membership data: SQLite through GRDB, in WAL mode with full
+/// synchronous commits, so that a batch acknowledged to a client survives a crash or a
+/// SIGKILL. One table per record kind; the revision of the last accepted sync sits in `meta`
+/// and is written in the same transaction as the data it stamps.
+public final class MembershipStore: Sendable {
+    public let path: String
+    private let pool: DatabasePool
+
+    /// Opens (creating if needed) the store at `path`.
+    public init(path: String) throws {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        var config = Configuration()
+        config.label = "authz-store"
+        config.busyMode = .timeout(5)
+        config.prepareDatabase { db in
+            // WAL (DatabasePool's default) + FULL: a commit is on disk before it returns.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(pool)
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+                INSERT INTO meta (key, value) VALUES ('revision', 0);
+                CREATE TABLE orgs (id TEXT PRIMARY KEY NOT NULL, personal INTEGER NOT NULL, suspended INTEGER NOT NULL,
+                                   suspended_until TEXT) WITHOUT ROWID;
+                CREATE TABLE users (id TEXT PRIMARY KEY NOT NULL, email TEXT, email_verified INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE TABLE roles (org TEXT NOT NULL, id TEXT NOT NULL, permissions TEXT NOT NULL,
+                                    PRIMARY KEY (org, id)) WITHOUT ROWID;
+                CREATE TABLE members (org TEXT NOT NULL, user TEXT NOT NULL, role TEXT NOT NULL, assignments TEXT NOT NULL,
+                                      PRIMARY KEY (org, user)) WITHOUT ROWID;
+                CREATE INDEX members_user ON members (user);
+                CREATE TABLE api_keys (id TEXT PRIMARY KEY NOT NULL, org TEXT NOT NULL, user TEXT NOT NULL,
+                                       permissions TEXT NOT NULL, expires_at TEXT) WITHOUT ROWID;
+                CREATE INDEX api_keys_org ON api_keys (org);
+                CREATE INDEX api_keys_user ON api_keys (user);
+                CREATE TABLE invitations (id TEXT PRIMARY KEY NOT NULL, org TEXT NOT NULL, email TEXT NOT NULL, role TEXT NOT NULL,
+                                          assignments TEXT NOT NULL, status TEXT NOT NULL, expires_at TEXT) WITHOUT ROWID;
+                CREATE INDEX invitations_org ON invitations (org);
+                """)
+        }
+        return m
+    }
+
+    /// The revision of the last committed sync (0 for a new store).
+    public func revision() throws -> Int64 {
+        try pool.read { db in try Self.revision(db) }
+    }
+
+    private static func revision(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'revision'") ?? 0
+    }
+
+    /// Every record and the revision they are at, in an order that rebuilds the directory.
+    public func load() throws -> (records: [LocatedRecord], revision: Int64) {
+        try pool.read { db in
+            var out: [LocatedRecord] = []
+            func add(_ r: AuthzCore.Record) { out.append(LocatedRecord(line: 0, record: r)) }
+            let cursor1 = try Row.fetchCursor(db, sql: "SELECT id, personal, suspended, suspended_until FROM orgs")
+            while let row = try cursor1.next() {
+                add(.org(.init(id: row[0], personal: row[1], suspended: row[2], suspendedUntil: time(row[3]))))
+            }
+            let cursor2 = try Row.fetchCursor(db, sql: "SELECT id, email, email_verified FROM users")
+            while let row = try cursor2.next() {
+                add(.user(.init(id: row[0], email: row[1], emailVerified: row[2])))
+            }
+            let cursor3 = try Row.fetchCursor(db, sql: "SELECT org, id, permissions FROM roles")
+            while let row = try cursor3.next() {
+                add(.role(.init(org: row[0], id: row[1], permissions: list(row[2]))))
+            }
+            let cursor4 = try Row.fetchCursor(db, sql: "SELECT org, user, role, assignments FROM members")
+            while let row = try cursor4.next() {
+                add(.member(.init(org: row[0], user: row[1], role: row[2], assignments: list(row[3]))))
+            }
+            let cursor5 = try Row.fetchCursor(db, sql: "SELECT id, org, user, permissions, expires_at FROM api_keys")
+            while let row = try cursor5.next() {
+                add(.apiKey(.init(id: row[0], org: row[1], user: row[2], permissions: list(row[3]), expiresAt: time(row[4]))))
+            }
+            let cursor6 = try Row.fetchCursor(db, sql: "SELECT id, org, email, role, assignments, status, expires_at FROM invitations")
+            while let row = try cursor6.next() {
+                add(.invitation(.init(id: row[0], org: row[1], email: row[2], role: row[3], assignments: list(row[4]),
+                                      status: row[5], expiresAt: time(row[6]))))
+            }
+            return (out, try Self.revision(db))
+        }
+    }
+
+    /// What went wrong committing: the store refused or the revision moved under us.
+    public enum StoreError: Error, CustomStringConvertible {
+        case revisionMoved(expected: Int64, found: Int64)
+        public var description: String {
+            switch self {
+            case .revisionMoved(let e, let f): "the store is at revision \(f), not \(e)"
+            }
+        }
+    }
+
+    /// Applies a validated batch in one transaction and stamps it `revision`; returns only
+    /// once the commit is durable. `previous` guards against a second writer.
+    public func apply(_ records: [LocatedRecord], revision: Int64, previous: Int64) throws {
+        try pool.write { db in
+            let found = try Self.revision(db)
+            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+            for r in records { try write(r.record, db) }
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+        }
+    }
+
+    /// Replaces the whole state with `records` (already the complete, valid state).
+    public func replace(with records: [AuthzCore.Record], revision: Int64, previous: Int64) throws {
+        try pool.write { db in
+            let found = try Self.revision(db)
+            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+            for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
+                try db.execute(sql: "DELETE FROM \(table)")
+            }
+            for r in records { try write(r, db) }
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+        }
+    }
+
+    /// One record, with the same semantics as `Directory.applying`: upsert replaces, delete
+    /// cascades (org: its members, roles, keys, invitations; user: its memberships and keys).
+    private func write(_ record: AuthzCore.Record, _ db: Database) throws {
+        func run(_ sql: String, _ args: StatementArguments) throws {
+            try db.cachedStatement(sql: sql).execute(arguments: args)
+        }
+        switch record {
+        case .org(let r):
+            try run("INSERT OR REPLACE INTO orgs VALUES (?, ?, ?, ?)", [r.id, r.personal, r.suspended, r.suspendedUntil?.description])
+        case .user(let r):
+            try run("INSERT OR REPLACE INTO users VALUES (?, ?, ?)", [r.id, r.email, r.emailVerified])
+        case .role(let r):
+            try run("INSERT OR REPLACE INTO roles VALUES (?, ?, ?)", [r.org, r.id, r.permissions.joined(separator: " ")])
+        case .member(let r):
+            try run("INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?)", [r.org, r.user, r.role, r.assignments.joined(separator: " ")])
+        case .apiKey(let r):
+            try run("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?, ?, ?)",
+                    [r.id, r.org, r.user, r.permissions.joined(separator: " "), r.expiresAt?.description])
+        case .invitation(let r):
+            try run("INSERT OR REPLACE INTO invitations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [r.id, r.org, r.email, r.role, r.assignments.joined(separator: " "), r.status, r.expiresAt?.description])
+        case .delete(.org(let id)):
+            for sql in ["DELETE FROM orgs WHERE id = ?", "DELETE FROM members WHERE org = ?", "DELETE FROM roles WHERE org = ?",
+                        "DELETE FROM api_keys WHERE org = ?", "DELETE FROM invitations WHERE org = ?"] {
+                try run(sql, [id])
+            }
+        case .delete(.user(let id)):
+            for sql in ["DELETE FROM users WHERE id = ?", "DELETE FROM members WHERE user = ?", "DELETE FROM api_keys WHERE user = ?"] {
+                try run(sql, [id])
+            }
+        case .delete(.member(let org, let user)):
+            try run("DELETE FROM members WHERE org = ? AND user = ?", [org, user])
+        case .delete(.role(let org, let id)):
+            try run("DELETE FROM roles WHERE org = ? AND id = ?", [org, id])
+        case .delete(.apiKey(let id)):
+            try run("DELETE FROM api_keys WHERE id = ?", [id])
+        case .delete(.invitation(let id)):
+            try run("DELETE FROM invitations WHERE id = ?", [id])
+        }
+    }
+}
+
+private func list(_ s: String) -> [String] {
+    s.isEmpty ? [] : s.split(separator: " ").map(String.init)
+}
+
+private func time(_ s: String?) -> Timestamp? {
+    s.flatMap(Timestamp.init(rfc3339:))
+}

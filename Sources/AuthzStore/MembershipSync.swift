@@ -1,0 +1,106 @@
+import AuthzCore
+import Foundation
+
+/// The one writer of membership data: validates a batch against the current directory,
+/// commits it durably, and only then publishes the new snapshot. Batches are serialized;
+/// readers never wait for it, they keep answering from the snapshot they hold.
+public final class MembershipSync: @unchecked Sendable {
+    public enum Mode: String, Sendable { case apply, replace }
+
+    public struct Outcome: Sendable, Equatable {
+        public var revision: Int64
+        public var upserted: Int
+        public var deleted: Int
+        public init(revision: Int64, upserted: Int, deleted: Int) {
+            self.revision = revision
+            self.upserted = upserted
+            self.deleted = deleted
+        }
+    }
+
+    public enum Failure: Error, Sendable {
+        /// The batch is invalid; nothing changed.
+        case invalid([DataError])
+        /// `if_revision` did not match the current revision; nothing changed.
+        case conflict(current: Int64)
+        /// The store could not commit; nothing was published.
+        case storage(String)
+    }
+
+    public let store: MembershipStore
+    private let lock = NSLock()
+    private var directory: Directory
+    private var revision: Int64
+    /// Called with every new (directory, revision), under the writer lock, after the commit.
+    private let publish: @Sendable (Directory, Int64) -> Void
+
+    /// Loads the store and builds the directory for `policy`; `publish` receives it at once.
+    public init(store: MembershipStore, policy: CompiledPolicy, publish: @escaping @Sendable (Directory, Int64) -> Void) throws {
+        self.store = store
+        self.publish = publish
+        let (records, revision) = try store.load()
+        do {
+            directory = try Directory.build(records, policy: policy)
+        } catch {
+            throw Failure.storage("the store at \(store.path) does not fit policy `\(policy.name)`: \(error.errors.prefix(5).map(\.description).joined(separator: "; "))")
+        }
+        self.revision = revision
+        publish(directory, revision)
+    }
+
+    /// The current revision and directory.
+    public var current: (directory: Directory, revision: Int64) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (directory, revision)
+    }
+
+    /// Validates, commits and publishes one batch: all or nothing.
+    public func sync(_ records: [LocatedRecord], mode: Mode, ifRevision: Int64? = nil) -> Result<Outcome, Failure> {
+        lock.lock()
+        defer { lock.unlock() }
+        if let ifRevision, ifRevision != revision { return .failure(.conflict(current: revision)) }
+        let next: Directory
+        let stats: Directory.ApplyStats
+        do {
+            switch mode {
+            case .apply:
+                (next, stats) = try directory.applying(records)
+            case .replace:
+                (next, stats) = try Directory(policy: directory.policy).applying(records)
+            }
+        } catch {
+            return .failure(.invalid(error.errors))
+        }
+        let newRevision = revision + 1
+        do {
+            switch mode {
+            case .apply: try store.apply(records, revision: newRevision, previous: revision)
+            case .replace: try store.replace(with: next.records(), revision: newRevision, previous: revision)
+            }
+        } catch {
+            return .failure(.storage("\(error)"))
+        }
+        var outcome = Outcome(revision: newRevision, upserted: stats.upserted, deleted: stats.deleted)
+        if mode == .replace { outcome.deleted = directory.countRemoved(in: next) }
+        directory = next
+        revision = newRevision
+        publish(next, newRevision)
+        return .success(outcome)
+    }
+
+    /// Rebinds the data to a reloaded policy, publishing it at the same revision; fails,
+    /// changing nothing, if the data uses names the new policy lacks.
+    public func rebind(to policy: CompiledPolicy) -> Result<Directory, DataErrors> {
+        lock.lock()
+        defer { lock.unlock() }
+        do {
+            let next = try directory.rebound(to: policy)
+            directory = next
+            publish(next, revision)
+            return .success(next)
+        } catch {
+            return .failure(error)
+        }
+    }
+}

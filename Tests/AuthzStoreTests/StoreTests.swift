@@ -1,0 +1,166 @@
+import AuthzCore
+import AuthzData
+import AuthzStore
+import Foundation
+import Testing
+
+private let now = Timestamp(rfc3339: "2026-06-01T00:00:00Z")!
+
+/// A small policy built in code: the store is policy-agnostic.
+private func policy() throws -> CompiledPolicy {
+    try CompiledPolicy(PolicyDefinition(
+        name: "t", permissions: ["write:x", "delete:x"],
+        assignments: [.init(name: "viewer", permissions: []), .init(name: "dev", aliases: ["developer"], permissions: ["write:x"])],
+        impliedAssignment: "viewer",
+        resourceTypes: [
+            .init(name: "thing", actions: [
+                .init(name: "read", requirement: .member),
+                .init(name: "write", requirement: .anyOf(["write:x"])),
+                .init(name: "delete", requirement: .anyOf(["delete:x"])),
+            ]),
+            .init(name: "invitation", actions: [.init(name: "accept", requirement: .invitee)]),
+        ]))
+}
+
+private func records(_ text: String) -> [LocatedRecord] {
+    let d = RecordCodec.decodeLines(text)
+    precondition(d.errors.isEmpty, "\(d.errors)")
+    return d.records
+}
+
+private func tempStore() throws -> (MembershipStore, String) {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString)/authz.sqlite").path
+    return (try MembershipStore(path: path), path)
+}
+
+private func allowed(_ d: Directory, _ s: String, _ a: String, _ org: String) -> Bool {
+    (try? d.check(subject: s, action: a, resource: "thing:t", org: org, now: now).allowed) ?? false
+}
+
+private let seed = """
+{"kind":"org","id":"acme"}
+{"kind":"org","id":"beta","personal":true,"suspended":true,"suspended_until":"2026-07-01T00:00:00.5Z"}
+{"kind":"user","id":"u1","email":"A@x.io","email_verified":true}
+{"kind":"role","org":"acme","id":"cleaner","permissions":["delete:x"]}
+{"kind":"member","org":"acme","user":"u1","role":"member","assignments":["developer","cleaner"]}
+{"kind":"member","org":"acme","user":"u2","role":"owner"}
+{"kind":"member","org":"beta","user":"u1","role":"member"}
+{"kind":"api_key","id":"k1","org":"acme","user":"u1","permissions":["write:x"],"expires_at":"2027-01-01T00:00:00Z"}
+{"kind":"invitation","id":"i1","org":"acme","email":"b@x.io","role":"member","assignments":["cleaner"],"status":"pending","expires_at":null}
+"""
+
+@Suite struct StoreTests {
+    @Test func newStoreIsEmptyAtRevisionZero() throws {
+        let (store, _) = try tempStore()
+        let (r, rev) = try store.load()
+        #expect(r.isEmpty)
+        #expect(rev == 0)
+    }
+
+    @Test func appliedBatchesSurviveReopeningExactly() throws {
+        let (store, path) = try tempStore()
+        let p = try policy()
+        let published = Published()
+        let sync = try MembershipSync(store: store, policy: p, publish: published.set)
+        #expect(try sync.sync(records(seed), mode: .apply).get().revision == 1)
+        let second = """
+        {"kind":"member","org":"acme","user":"u3","role":"member","assignments":["dev"]}
+        {"kind":"member","op":"delete","org":"beta","user":"u1"}
+        {"kind":"api_key","op":"delete","id":"k1"}
+        """
+        let outcome = try sync.sync(records(second), mode: .apply).get()
+        #expect(outcome == .init(revision: 2, upserted: 1, deleted: 2))
+        #expect(published.revision == 2)
+
+        let reopened = try MembershipSync(store: try MembershipStore(path: path), policy: p, publish: { _, _ in })
+        let (d, rev) = reopened.current
+        #expect(rev == 2)
+        #expect(d.counts == sync.current.directory.counts)
+        // Same records, same answers.
+        #expect(Set(d.records()) == Set(sync.current.directory.records()))
+        #expect(allowed(d, "user:u3", "write", "acme"))
+        #expect(!allowed(d, "user:u1", "read", "beta"))
+        #expect(!allowed(d, "api_key:k1", "read", "acme"))
+        #expect(allowed(d, "user:u1", "delete", "acme"))
+    }
+
+    @Test func cascadesInTheStoreMatchTheDirectory() throws {
+        let (store, path) = try tempStore()
+        let p = try policy()
+        let sync = try MembershipSync(store: store, policy: p, publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        _ = try sync.sync(records("""
+        {"kind":"user","op":"delete","id":"u1"}
+        {"kind":"org","op":"delete","id":"beta"}
+        """), mode: .apply).get()
+        let live = sync.current.directory
+        #expect(live.counts.members == 1)
+        #expect(live.counts.apiKeys == 0)
+        let (loaded, _) = try MembershipStore(path: path).load()
+        #expect(Set(loaded.map(\.record)) == Set(live.records()))
+        _ = try sync.sync(records(#"{"kind":"org","op":"delete","id":"acme"}"#), mode: .apply).get()
+        #expect(try MembershipStore(path: path).load().records.isEmpty)
+    }
+
+    @Test func invalidBatchChangesNothingAnywhere() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        let before = Set(sync.current.directory.records())
+        let bad = """
+        {"kind":"member","org":"acme","user":"u9","role":"member"}
+        {"kind":"member","org":"nowhere","user":"u9","role":"member"}
+        {"kind":"role","op":"delete","org":"acme","id":"cleaner"}
+        """
+        guard case .failure(.invalid(let errors)) = sync.sync(records(bad), mode: .apply) else {
+            Issue.record("an invalid batch was accepted")
+            return
+        }
+        #expect(errors.map(\.line) == [2, 3])
+        #expect(errors.first?.field == "org")
+        #expect(sync.current.revision == 1)
+        #expect(Set(sync.current.directory.records()) == before)
+        #expect(try MembershipStore(path: path).revision() == 1)
+        #expect(Set(try MembershipStore(path: path).load().records.map(\.record)) == before)
+    }
+
+    @Test func ifRevisionGuardsAgainstASecondWriter() throws {
+        let (store, _) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply, ifRevision: 0).get()
+        guard case .failure(.conflict(let current)) = sync.sync(records(#"{"kind":"org","id":"z"}"#), mode: .apply, ifRevision: 0) else {
+            Issue.record("a stale if_revision was accepted")
+            return
+        }
+        #expect(current == 1)
+        #expect(sync.current.directory.counts.orgs == 2)
+        #expect(try sync.sync(records(#"{"kind":"org","id":"z"}"#), mode: .apply, ifRevision: 1).get().revision == 2)
+    }
+
+    @Test func replaceRemovesEverythingNotInTheBody() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        let outcome = try sync.sync(records("""
+        {"kind":"org","id":"acme"}
+        {"kind":"member","org":"acme","user":"u7","role":"owner"}
+        """), mode: .replace).get()
+        #expect(outcome.revision == 2)
+        #expect(outcome.upserted == 2)
+        #expect(outcome.deleted == 8)   // 9 seed records; `acme` stays
+        let d = sync.current.directory
+        #expect(d.counts == .init(orgs: 1, users: 0, members: 1, roles: 0, apiKeys: 0, invitations: 0))
+        #expect(!allowed(d, "user:u1", "read", "acme"))
+        #expect(Set(try MembershipStore(path: path).load().records.map(\.record)) == Set(d.records()))
+    }
+}
+
+/// Records what was published last.
+private final class Published: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _revision: Int64 = -1
+    var revision: Int64 { lock.withLock { _revision } }
+    var set: @Sendable (Directory, Int64) -> Void {
+        { [self] _, r in lock.withLock { _revision = r } }
+    }
+}
