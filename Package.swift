@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "authz", targets: ["authz"]),
         .library(name: "AuthzCore", targets: ["AuthzCore"]),
         .library(name: "AuthzPolicy", targets: ["AuthzPolicy"]),
+        .library(name: "AuthzClient", targets: ["AuthzClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -26,6 +27,8 @@ let package = Package(
             name: "AuthzStore",
             dependencies: ["AuthzCore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
+        // A client of `authz serve` for Swift services and for `authz sync`. Foundation only.
+        .target(name: "AuthzClient"),
         // Policy file (YAML) -> validated definition -> CompiledPolicy; policy test suites.
         .target(
             name: "AuthzPolicy",
@@ -34,7 +37,7 @@ let package = Package(
         .executableTarget(
             name: "authz",
             dependencies: [
-                "AuthzCore", "AuthzData", "AuthzPolicy",
+                "AuthzCore", "AuthzData", "AuthzPolicy", "AuthzStore", "AuthzClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

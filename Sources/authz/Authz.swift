@@ -1,10 +1,10 @@
 import ArgumentParser
 
 @main
-struct Authz: ParsableCommand {
+struct Authz: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authz",
         abstract: "OrgAuthz: organization authorization decisions from a compiled policy.",
-        subcommands: [Compile.self, Check.self, Test.self]
+        subcommands: [Compile.self, Check.self, Test.self, Sync.self]
     )
 }

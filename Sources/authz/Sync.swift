@@ -1,0 +1,206 @@
+import ArgumentParser
+import AuthzClient
+import AuthzCore
+import AuthzData
+import AuthzPolicy
+import AuthzStore
+import Foundation
+
+struct Sync: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Push membership records (JSON Lines) to a server, or straight into a store file.",
+        discussion: """
+        Records are validated locally first (file:line errors, nothing sent). In apply mode they go in \
+        batches, each atomic; --replace sends the whole state as one atomic replace. \
+        Exit status: 0 done, 1 invalid input, 2 server unreachable or refused (token, conflict).
+        """
+    )
+
+    @Option(help: "The server's base URL.") var server = "http://127.0.0.1:8180"
+    @Option(help: "A file holding the admin token (default: $AUTHZ_ADMIN_TOKEN).") var tokenFile: String?
+    @Flag(help: "The input is the complete desired state: everything else is removed.") var replace = false
+    @Option(help: "Records per batch in apply mode.") var batchSize = 5000
+    @Option(help: "Only if the server is at this revision (409 otherwise).") var ifRevision: Int64?
+    @Option(help: "Write into this store file instead of a server (no server may be running on it).") var store: String?
+    @Option(help: "The policy, for --store.") var policy = "policies/daytona.yaml"
+    @Option(help: "Attempts while the server is unreachable.") var retries = 6
+    @Argument(help: "JSON Lines files, or - for standard input.") var files: [String]
+
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("name at least one file, or - for standard input") }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+    }
+
+    func run() async throws {
+        // 1. Read and validate locally.
+        var records: [LocatedRecord] = []
+        var origins: [(file: String, line: Int)] = []
+        var invalid = false
+        for file in files {
+            let data: Data
+            if file == "-" {
+                data = FileHandle.standardInput.readDataToEndOfFile()
+            } else if let d = FileManager.default.contents(atPath: file) {
+                data = d
+            } else {
+                printError("\(file): cannot read")
+                throw ExitCode(1)
+            }
+            let decoded = RecordCodec.decodeLines(data)
+            for e in decoded.errors {
+                printError("\(file == "-" ? "<stdin>" : file):\(e.line): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
+                invalid = true
+            }
+            records += decoded.records
+            origins += decoded.records.map { (file == "-" ? "<stdin>" : file, $0.line) }
+        }
+        if invalid { throw ExitCode(1) }
+        let start = Date()
+
+        // 2a. Straight into a store.
+        if let store {
+            try syncStore(store, records, origins, start)
+            return
+        }
+
+        // 2b. To a server.
+        guard let url = URL(string: server), url.scheme == "http" || url.scheme == "https" else {
+            printError("error: --server `\(server)` is not an http(s) URL")
+            throw ExitCode(2)
+        }
+        let client = AuthzClient(server: url, token: try readToken(), timeout: 600)
+        let progress = Progress(total: records.count)
+        var totals = (upserted: 0, deleted: 0, revision: Int64(0), batches: 0)
+        let batches: [Range<Int>] = replace
+            ? [0..<records.count]
+            : stride(from: 0, to: records.count, by: batchSize).map { $0..<min($0 + batchSize, records.count) }
+        var expected = ifRevision
+        for range in batches {
+            let body = Data(RecordCodec.encodeLines(records[range].map(\.record)).utf8)
+            let outcome = try await pushWithRetry(client, body, expected: expected, range: range, origins: origins)
+            totals.upserted += outcome.upserted
+            totals.deleted += outcome.deleted
+            totals.revision = outcome.revision
+            totals.batches += 1
+            if expected != nil { expected = outcome.revision }
+            progress.advance(to: range.upperBound)
+        }
+        progress.finish()
+        let secs = Date().timeIntervalSince(start)
+        print("synced \(records.count) records in \(totals.batches) batch\(totals.batches == 1 ? "" : "es")\(replace ? " (replace)" : "") to \(server): "
+            + "revision \(totals.revision), upserted \(totals.upserted), deleted \(totals.deleted), "
+            + String(format: "%.2f s, %.0f records/s", secs, Double(records.count) / max(secs, 1e-9)))
+    }
+
+    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, range: Range<Int>,
+                               origins: [(file: String, line: Int)]) async throws -> AuthzClient.SyncOutcome {
+        var delay: Double = 0.25
+        var attempt = 1
+        while true {
+            do {
+                return try await client.sync(body, mode: replace ? .replace : .apply, ifRevision: expected)
+            } catch {
+                switch error {
+                case .unreachable, .refused(status: 503, _, _, _):
+                    guard attempt < retries else {
+                        printError("error: \(error) (gave up after \(attempt) attempts)")
+                        throw ExitCode(2)
+                    }
+                    printError("\(error); retrying in \(String(format: "%.2g", delay)) s")
+                    try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
+                    delay = min(delay * 2, 8)
+                    attempt += 1
+                case .refused(400, "invalid_data", let message, let body):
+                    // The server's line numbers count lines of this batch; name the input's.
+                    let lines = (try? JSONDecoder().decode(InvalidData.self, from: body))?.error.errors ?? []
+                    if lines.isEmpty { printError("error: the server refused the data: \(message)") }
+                    for e in lines {
+                        let i = range.lowerBound + e.line - 1
+                        let at = origins.indices.contains(i) ? "\(origins[i].file):\(origins[i].line)" : "batch line \(e.line)"
+                        printError("\(at): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
+                    }
+                    throw ExitCode(1)
+                case .refused(let status, let code, let message, _):
+                    printError("error: the server refused the sync (\(status) \(code)): \(message)")
+                    if range.lowerBound > 0 { printError("note: the \(range.lowerBound) records before this batch were applied") }
+                    throw ExitCode(2)
+                case .badResponse(let m):
+                    printError("error: unexpected answer from the server: \(m)")
+                    throw ExitCode(2)
+                }
+            }
+        }
+    }
+
+    private struct InvalidData: Decodable {
+        struct Body: Decodable { var errors: [Line]? = [] }
+        struct Line: Decodable { var line: Int; var field: String?; var message: String }
+        var error: Body
+    }
+
+    private func readToken() throws -> String? {
+        if let tokenFile {
+            guard let t = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
+                printError("error: cannot read --token-file `\(tokenFile)`")
+                throw ExitCode(2)
+            }
+            return t.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return ProcessInfo.processInfo.environment["AUTHZ_ADMIN_TOKEN"]
+    }
+
+    private func syncStore(_ path: String, _ records: [LocatedRecord], _ origins: [(file: String, line: Int)], _ start: Date) throws {
+        let compiled: CompiledPolicy
+        do { compiled = try PolicyLoader.load(path: policy) } catch {
+            printError(error.description)
+            throw ExitCode(1)
+        }
+        let writer: MembershipSync
+        do {
+            writer = try MembershipSync(store: try MembershipStore(path: path), policy: compiled, publish: { _, _ in })
+        } catch {
+            printError("error: cannot open store `\(path)`: \(error)")
+            throw ExitCode(2)
+        }
+        switch writer.sync(records, mode: replace ? .replace : .apply, ifRevision: ifRevision) {
+        case .success(let o):
+            let secs = Date().timeIntervalSince(start)
+            print("synced \(records.count) records into \(path): revision \(o.revision), upserted \(o.upserted), deleted \(o.deleted), "
+                + String(format: "%.2f s", secs))
+        case .failure(.invalid(let errors)):
+            for e in errors {
+                let i = records.firstIndex { $0.line == e.line } ?? -1
+                let at = i >= 0 ? "\(origins[i].file):\(origins[i].line)" : "line \(e.line)"
+                printError("\(at): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
+            }
+            throw ExitCode(1)
+        case .failure(.conflict(let current)):
+            printError("error: the store is at revision \(current), not \(ifRevision ?? -1)")
+            throw ExitCode(2)
+        case .failure(.storage(let m)):
+            printError("error: \(m)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+/// A progress bar on a terminal; nothing otherwise (the summary line says it all).
+final class Progress {
+    let total: Int
+    let tty = isatty(STDERR_FILENO) == 1
+    let start = Date()
+    init(total: Int) { self.total = total }
+
+    func advance(to done: Int) {
+        guard tty, total > 0 else { return }
+        let f = Double(done) / Double(total)
+        let width = 30
+        let bar = String(repeating: "#", count: Int(f * Double(width))) + String(repeating: "-", count: width - Int(f * Double(width)))
+        let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
+        FileHandle.standardError.write(Data(String(format: "\r[%@] %3.0f%% %d/%d records %.0f records/s", bar, f * 100, done, total, rate).utf8))
+    }
+
+    func finish() {
+        if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
