@@ -37,6 +37,7 @@ final class Engine: Sendable {
 
     enum Begin {
         case answered(Bool)
+        case get(Route)
         case readBody(RequestState)
     }
 
@@ -55,16 +56,20 @@ final class Engine: Sendable {
             return fail(.methodNotAllowed(method.name, route.label, allow: route.allow))
         }
         if let e = authorize(c, route) { return fail(e) }
-        if method == .get {
-            let (status, body, type) = get(route, c)
-            return .answered(send(c, route, start, status: status, body: body, contentType: type))
-        }
+        if method == .get { return .get(route) }
         // POST: refuse early what the headers already condemn, before reading a byte of body.
         if let length = c.header("Content-Length").flatMap(parseLength), length > configuration.maxBodySize {
             return fail(tooLarge())
         }
         if route != .policyReload, let e = requireJSON(c) { return fail(e) }
         return .readBody(RequestState(route: route, start: start))
+    }
+
+    /// The second call of a GET: the request is complete; answer it.
+    func answerGet(_ route: Route, _ c: Connection) -> Bool {
+        let start = ContinuousClock.now
+        let (status, body, type) = get(route, c)
+        return send(c, route, start, status: status, body: body, contentType: type)
     }
 
     /// A chunk of body. Past the limit, bytes are dropped and the answer will be 413; a

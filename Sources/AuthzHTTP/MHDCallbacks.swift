@@ -24,22 +24,37 @@ final class RequestState {
 enum MHDCallbacks {
     /// Called for the headers (`*con_cls == NULL`), then once per chunk of body, then once
     /// more with no data when the body is complete.
+    ///
+    /// libmicrohttpd 0.9.75 closes the connection after any response queued on the first
+    /// call (it has not seen the end of the request yet), so only errors that should close
+    /// it anyway are answered there. A GET gets no allocated state: its `con_cls` is a tagged
+    /// non-pointer (`GetTag`) naming the route, and it is answered on the second call.
     static let access: MHD_AccessHandlerCallback = { cls, connection, url, method, _, uploadData, uploadDataSize, conCls in
         guard let cls, let connection, let url, let method, let uploadDataSize, let conCls else { return .NO }
         let engine = Unmanaged<Engine>.fromOpaque(cls).takeUnretainedValue()
         let request = Connection(raw: connection)
         guard let raw = conCls.pointee else {
-            // First call: route it; answer now unless a body has to be read.
             switch engine.begin(request, url: url, method: method) {
             case .answered(let ok):
                 return ok ? .YES : .NO
+            case .get(let route):
+                conCls.pointee = GetTag.make(route)
+                return .YES
             case .readBody(let state):
                 conCls.pointee = Unmanaged.passRetained(state).toOpaque()
                 return .YES
             }
         }
-        let state = Unmanaged<RequestState>.fromOpaque(raw).takeUnretainedValue()
         let size = uploadDataSize.pointee
+        if let route = GetTag.route(raw) {
+            // A GET with a body: the body is ignored.
+            if size > 0 {
+                uploadDataSize.pointee = 0
+                return .YES
+            }
+            return engine.answerGet(route, request) ? .YES : .NO
+        }
+        let state = Unmanaged<RequestState>.fromOpaque(raw).takeUnretainedValue()
         if size > 0 {
             let chunk = UnsafeRawBufferPointer(start: uploadData, count: size)
             uploadDataSize.pointee = 0
@@ -52,10 +67,22 @@ enum MHDCallbacks {
     /// (client gone, timeout, daemon stopping): releases the request's state.
     static let requestCompleted: MHD_RequestCompletedCallback = { cls, _, conCls, _ in
         if let conCls, let raw = conCls.pointee {
-            Unmanaged<RequestState>.fromOpaque(raw).release()
+            if GetTag.route(raw) == nil { Unmanaged<RequestState>.fromOpaque(raw).release() }
             conCls.pointee = nil
         }
         if let cls { Unmanaged<Engine>.fromOpaque(cls).takeUnretainedValue().completed() }
+    }
+}
+
+/// A GET request's `con_cls`: the route's number plus one, as a pointer value that is never
+/// dereferenced (no object is that close to address zero).
+enum GetTag {
+    static func make(_ route: Route) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(bitPattern: route.rawValue + 1)!
+    }
+    static func route(_ pointer: UnsafeMutableRawPointer) -> Route? {
+        let bits = Int(bitPattern: pointer)
+        return bits <= Route.allCases.count ? Route(rawValue: bits - 1) : nil
     }
 }
 
