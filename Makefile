@@ -20,5 +20,9 @@ test: build
 	$(SWIFT) test
 	.build/debug/authz test policies/
 
+# The decision endpoint, release build, shipped policy, default address (127.0.0.1:8180).
+serve: release
+	.build/release/authz serve --policy policies/daytona.yaml
+
 clean:
 	rm -rf .build

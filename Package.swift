@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "AuthzCore", targets: ["AuthzCore"]),
         .library(name: "AuthzPolicy", targets: ["AuthzPolicy"]),
         .library(name: "AuthzClient", targets: ["AuthzClient"]),
+        .library(name: "AuthzHTTP", targets: ["AuthzHTTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -34,10 +35,27 @@ let package = Package(
             name: "AuthzPolicy",
             dependencies: ["AuthzCore", "AuthzData", .product(name: "Yams", package: "Yams")]
         ),
+        // libmicrohttpd, as the system provides it (Debian: libmicrohttpd-dev).
+        .systemLibrary(
+            name: "CMicroHTTPD",
+            pkgConfig: "libmicrohttpd",
+            providers: [.apt(["libmicrohttpd-dev"]), .brew(["libmicrohttpd"])]
+        ),
+        // Typed, non-variadic C wrappers for what Swift cannot call directly (`MHD_start_daemon`).
+        .target(name: "CAuthzMHD", dependencies: ["CMicroHTTPD"]),
+        // `authz serve`: the decision endpoint over libmicrohttpd. Nothing of MHD in its API.
+        .target(
+            name: "AuthzHTTP",
+            dependencies: [
+                "AuthzCore", "CMicroHTTPD", "CAuthzMHD",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "authz",
             dependencies: [
-                "AuthzCore", "AuthzData", "AuthzPolicy", "AuthzStore", "AuthzClient",
+                "AuthzCore", "AuthzData", "AuthzPolicy", "AuthzStore", "AuthzClient", "AuthzHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -54,10 +72,14 @@ let package = Package(
             name: "AuthzPolicyTests",
             dependencies: ["AuthzCore", "AuthzPolicy"]
         ),
+        .testTarget(
+            name: "AuthzHTTPTests",
+            dependencies: ["AuthzCore", "AuthzHTTP", .product(name: "Yams", package: "Yams")]
+        ),
     ]
 )
 
-for target in package.targets {
+for target in package.targets where target.type != .system {
     var settings = target.swiftSettings ?? []
     settings.append(.enableUpcomingFeature("ExistentialAny"))
     settings.append(.enableUpcomingFeature("MemberImportVisibility"))

@@ -1,0 +1,107 @@
+import AuthzCore
+internal import CAuthzMHD
+internal import CMicroHTTPD
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The decision endpoint: API v1 over libmicrohttpd.
+///
+/// It answers from an immutable snapshot (a `Directory`, which carries its compiled policy).
+/// `publish` swaps in new membership data, `reloadPolicy` a new policy (from the injected
+/// loader); both are atomic for readers, and every answer comes from one whole snapshot.
+public final class AuthzServer: Sendable {
+    let engine: Engine
+    private let daemon = Mutex<DaemonHandle?>(nil)
+
+    /// The libmicrohttpd daemon pointer, owned by this server.
+    private struct DaemonHandle: @unchecked Sendable {
+        let pointer: OpaquePointer
+    }
+
+    /// - Parameters:
+    ///   - directory: the membership data to serve, bound to the current policy.
+    ///   - ready: whether the data is loaded (`/readyz`); a later `publish` makes it so.
+    ///   - policyLoader: loads and compiles the policy file, for reloads.
+    public init(
+        configuration: ServerConfiguration, directory: Directory, ready: Bool = true,
+        logger: Logger = Logger(label: "authz.http"),
+        policyLoader: @escaping @Sendable () -> Result<CompiledPolicy, PolicyLoadError>
+    ) {
+        engine = Engine(configuration: configuration, directory: directory, ready: ready, logger: logger,
+                        policyLoader: policyLoader)
+    }
+
+    deinit {
+        if let d = daemon.withLock({ $0 }) { MHD_stop_daemon(d.pointer) }
+    }
+
+    /// Binds and starts the thread pool. Throws if the address cannot be bound.
+    public func start() throws(ServerStartError) {
+        let c = engine.configuration
+        var error = [CChar](repeating: 0, count: 256)
+        let started: OpaquePointer? = c.host.withCString { host in
+            var config = authz_mhd_config(
+                host: host,
+                port: UInt16(clamping: c.port),
+                threads: UInt32(clamping: max(1, c.threads)),
+                connection_limit: UInt32(clamping: max(1, c.connectionLimit)),
+                connection_timeout: UInt32(clamping: max(1, c.connectionTimeout)),
+                connection_memory_limit: 64 * 1024,
+                handler: MHDCallbacks.access,
+                handler_cls: Unmanaged.passUnretained(engine).toOpaque(),
+                completed: MHDCallbacks.requestCompleted,
+                completed_cls: Unmanaged.passUnretained(engine).toOpaque())
+            return authz_mhd_start(&config, &error, error.count)
+        }
+        guard let started else {
+            throw ServerStartError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        daemon.withLock { $0 = DaemonHandle(pointer: started) }
+    }
+
+    /// The port the server listens on (the kernel's choice when configured with 0).
+    public var port: Int {
+        daemon.withLock { $0.map { Int(authz_mhd_bound_port($0.pointer)) } ?? 0 }
+    }
+
+    /// The revision being served.
+    public var revision: UInt64 { engine.store.current.revision }
+
+    /// Swaps in new membership data (bound to the current policy), marks the server ready
+    /// and returns the new revision: `revision` if given, else the previous one plus one.
+    @discardableResult
+    public func publish(_ directory: Directory, revision: UInt64? = nil) -> UInt64 {
+        engine.publish(directory, revision: revision)
+    }
+
+    /// Builds the next directory from the one being served and publishes it, serialized with
+    /// every other change (so a change computed from a snapshot cannot overwrite a reload).
+    /// Return nil to publish nothing. Returns the new revision, if any.
+    @discardableResult
+    public func update<E: Error>(_ body: (Directory) throws(E) -> Directory?) throws(E) -> UInt64? {
+        try engine.update(body)
+    }
+
+    /// Reloads the policy through the loader and swaps it in; on error the old one keeps serving.
+    @discardableResult
+    public func reloadPolicy() -> Result<ReloadSummary, PolicyLoadError> {
+        engine.reloadPolicy()
+    }
+
+    /// Stops accepting connections, waits (up to `gracePeriod`) for requests in flight to
+    /// finish, then closes every connection and joins the threads. Idempotent.
+    public func shutdown(gracePeriod: Duration = .seconds(10)) {
+        guard let d = daemon.withLock({ $0 }) else { return }
+        engine.draining.store(true, ordering: .relaxed)
+        authz_mhd_stop_accepting(d.pointer)
+        let deadline = ContinuousClock.now + gracePeriod
+        while engine.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+            usleep(5_000)
+        }
+        daemon.withLock { $0 = nil }
+        MHD_stop_daemon(d.pointer)
+    }
+}

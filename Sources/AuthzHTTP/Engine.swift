@@ -1,0 +1,243 @@
+import AuthzCore
+import Foundation
+import Logging
+import Prometheus
+import Synchronization
+
+/// Everything the request threads share: configuration, tokens, the snapshot store, metrics.
+/// The libmicrohttpd callbacks receive it as their context.
+final class Engine: Sendable {
+    let configuration: ServerConfiguration
+    let store: SnapshotStore
+    let metrics = ServerMetrics()
+    let policyLoader: @Sendable () -> Result<CompiledPolicy, PolicyLoadError>
+    let logger: Logger
+    /// `Bearer <token>` as bytes, compared in constant time; nil when not configured.
+    private let adminAuthorization: [UInt8]?
+    private let checkAuthorization: [UInt8]?
+    /// Requests between their first callback and their completion (for a graceful stop).
+    let inFlight = Atomic<Int>(0)
+    /// Set while stopping: answers carry `Connection: close`.
+    let draining = Atomic<Bool>(false)
+
+    init(configuration: ServerConfiguration, directory: Directory, ready: Bool, logger: Logger,
+         policyLoader: @escaping @Sendable () -> Result<CompiledPolicy, PolicyLoadError>) {
+        self.configuration = configuration
+        self.store = SnapshotStore(directory: directory, ready: ready)
+        self.policyLoader = policyLoader
+        self.logger = logger
+        func bearer(_ token: String?) -> [UInt8]? {
+            guard let token, !token.isEmpty else { return nil }
+            return Array("Bearer \(token)".utf8)
+        }
+        adminAuthorization = bearer(configuration.adminToken)
+        checkAuthorization = bearer(configuration.checkToken)
+        metrics.published(store.current)
+    }
+
+    enum Begin {
+        case answered(Bool)
+        case get(Route)
+        case readBody(RequestState)
+    }
+
+    // MARK: The callbacks' entry points
+
+    /// The first call for a request: its headers are in, its body (if any) is not.
+    func begin(_ c: Connection, url: UnsafePointer<CChar>, method rawMethod: UnsafePointer<CChar>) -> Begin {
+        let start = ContinuousClock.now
+        inFlight.add(1, ordering: .relaxed)
+        let route = Route.match(url)
+        let method = HTTPMethod(rawMethod)
+        func fail(_ e: HTTPError) -> Begin { .answered(send(c, route, start, e)) }
+
+        if route == .unmatched { return fail(.notFound(String(cString: url))) }
+        if !route.methods.contains(method) {
+            return fail(.methodNotAllowed(method.name, route.label, allow: route.allow))
+        }
+        if let e = authorize(c, route) { return fail(e) }
+        if method == .get { return .get(route) }
+        // POST: refuse early what the headers already condemn, before reading a byte of body.
+        if let length = c.header("Content-Length").flatMap(parseLength), length > configuration.maxBodySize {
+            return fail(tooLarge())
+        }
+        if route != .policyReload, let e = requireJSON(c) { return fail(e) }
+        return .readBody(RequestState(route: route, start: start))
+    }
+
+    /// The second call of a GET: the request is complete; answer it.
+    func answerGet(_ route: Route, _ c: Connection) -> Bool {
+        let start = ContinuousClock.now
+        let (status, body, type) = get(route, c)
+        return send(c, route, start, status: status, body: body, contentType: type)
+    }
+
+    /// A chunk of body. Past the limit, bytes are dropped and the answer will be 413; a
+    /// client that goes on sending far past it is cut off.
+    func receive(_ state: RequestState, _ chunk: UnsafeRawBufferPointer) -> Bool {
+        if state.dropped == 0 && state.body.count + chunk.count <= configuration.maxBodySize {
+            state.body.append(contentsOf: chunk)
+            return true
+        }
+        state.dropped += chunk.count
+        state.body = []
+        return state.dropped <= max(configuration.maxBodySize, 1 << 20)
+    }
+
+    /// The body is complete.
+    func finish(_ state: RequestState, _ c: Connection) -> Bool {
+        if state.dropped > 0 { return send(c, state.route, state.start, tooLarge()) }
+        let (status, body) = post(state.route, body: state.body)
+        return send(c, state.route, state.start, status: status, body: body, contentType: "application/json")
+    }
+
+    func completed() {
+        inFlight.subtract(1, ordering: .relaxed)
+    }
+
+    // MARK: Answering
+
+    private func send(_ c: Connection, _ route: Route, _ start: ContinuousClock.Instant, _ e: HTTPError) -> Bool {
+        send(c, route, start, status: e.status, body: e.body, contentType: "application/json", header: e.header)
+    }
+
+    private func send(
+        _ c: Connection, _ route: Route, _ start: ContinuousClock.Instant, status: Int, body: [UInt8],
+        contentType: StaticString, header: (name: String, value: String)? = nil
+    ) -> Bool {
+        let ok = c.respond(status: status, body: body, contentType: contentType, header: header,
+                           close: draining.load(ordering: .relaxed))
+        metrics.request(route, status: status, duration: ContinuousClock.now - start)
+        return ok
+    }
+
+    private func tooLarge() -> HTTPError {
+        .payloadTooLarge("the request body exceeds \(configuration.maxBodySize) bytes")
+    }
+
+    // MARK: Request checks
+
+    private func authorize(_ c: Connection, _ route: Route) -> HTTPError? {
+        let expected: [UInt8]
+        switch route.guardedBy {
+        case .none:
+            return nil
+        case .check:
+            guard let token = checkAuthorization else { return nil }
+            expected = token
+        case .admin:
+            guard let token = adminAuthorization else {
+                return .unauthorized("admin routes are disabled: the server has no admin token")
+            }
+            expected = token
+        }
+        guard let given = c.header("Authorization") else { return .unauthorized("missing bearer token") }
+        return constantTimeEqual(given, expected) ? nil : .unauthorized("invalid bearer token")
+    }
+
+    private func requireJSON(_ c: Connection) -> HTTPError? {
+        guard let type = c.header("Content-Type") else { return .unsupportedMediaType(nil) }
+        let expected: StaticString = "application/json"
+        let n = expected.utf8CodeUnitCount
+        var matches = type.count >= n
+        if matches {
+            for i in 0..<n where type[i] | 0x20 != expected.utf8Start[i] | 0x20 { matches = false; break }
+            if type.count > n && type[n] != 0x3B && type[n] != 0x20 { matches = false }
+        }
+        return matches ? nil : .unsupportedMediaType(String(decoding: type, as: UTF8.self))
+    }
+
+    private func parseLength(_ b: UnsafeRawBufferPointer) -> Int? {
+        guard !b.isEmpty, b.count <= 18 else { return b.isEmpty ? nil : Int.max }
+        var n = 0
+        for c in b {
+            guard c >= 0x30, c <= 0x39 else { return nil }
+            n = n * 10 + Int(c - 0x30)
+        }
+        return n
+    }
+
+    // MARK: Writers
+
+    /// The wall clock as the core's `Timestamp` (the core itself never reads a clock).
+    static func now() -> Timestamp {
+        let t = Date().timeIntervalSince1970
+        let s = t.rounded(.down)
+        return Timestamp(seconds: Int64(s), nanoseconds: Int32(min(999_999_999, max(0, (t - s) * 1e9))))
+    }
+
+    /// The members of a decision object, without braces: `"allowed":..,"reason":..,"message":..`.
+    func writeDecision(_ d: Decision, _ request: CheckRequest, _ directory: Directory, into w: inout JSONWriter) {
+        metrics.decision(d.reason)
+        w.raw("\"allowed\":")
+        w.bool(d.allowed)
+        w.raw(",\"reason\":")
+        w.string(d.reason.code)
+        w.raw(",\"message\":")
+        w.string(directory.explain(d, for: request))
+    }
+
+    // MARK: Snapshot changes
+
+    func publish(_ directory: Directory, revision: UInt64?) -> UInt64 {
+        let snapshot = store.update { _ in (directory, revision, true) }!
+        metrics.published(snapshot)
+        return snapshot.revision
+    }
+
+    func update<E: Error>(_ body: (Directory) throws(E) -> Directory?) throws(E) -> UInt64? {
+        let snapshot = try store.update { current throws(E) in
+            try body(current.directory).map { ($0, nil, true) }
+        }
+        if let snapshot { metrics.published(snapshot) }
+        return snapshot?.revision
+    }
+
+    func setReady() {
+        store.update { current in current.ready ? nil : (current.directory, current.revision, true) }
+    }
+
+    /// Loads and compiles the policy, rebinds the data to it and swaps both in at once. On
+    /// any error the old policy keeps serving and the errors are returned.
+    func reloadPolicy() -> Result<ReloadSummary, PolicyLoadError> {
+        let result: Result<ReloadSummary, PolicyLoadError>
+        switch policyLoader() {
+        case .failure(let e):
+            result = .failure(e)
+        case .success(let policy):
+            do {
+                let snapshot = try store.update { current throws(DataErrors) in
+                    (try current.directory.rebound(to: policy), nil, current.ready)
+                }!
+                metrics.published(snapshot)
+                result = .success(ReloadSummary(policy: policy.name, revision: snapshot.revision))
+            } catch {
+                result = .failure(PolicyLoadError(errors: error.errors.map {
+                    "the membership data does not fit the new policy: \($0.message)"
+                }))
+            }
+        }
+        switch result {
+        case .success(let s):
+            metrics.reloads.increment()
+            logger.info("policy reloaded", metadata: ["policy": "\(s.policy)", "revision": "\(s.revision)"])
+        case .failure(let e):
+            metrics.reloadFailures.increment()
+            logger.error("policy reload failed; the previous policy keeps serving",
+                         metadata: ["errors": "\(e.errors.count)", "first": "\(e.errors.first ?? "")"])
+        }
+        return result
+    }
+}
+
+/// Compares a presented credential with the expected one in time that depends only on the
+/// expected one's length, so the comparison leaks nothing of where they differ.
+func constantTimeEqual(_ given: UnsafeRawBufferPointer, _ expected: [UInt8]) -> Bool {
+    var diff = UInt64(truncatingIfNeeded: given.count ^ expected.count)
+    let n = given.count
+    for i in 0..<expected.count {
+        let g: UInt8 = n > 0 ? given[i % n] : 0
+        diff |= UInt64(g ^ expected[i])
+    }
+    return diff == 0
+}

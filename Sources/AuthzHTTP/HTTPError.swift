@@ -1,0 +1,74 @@
+import AuthzCore
+
+/// An error answer: HTTP status, a stable snake_case code, a message (lowercase, no final
+/// period, user input in backticks), and optionally a list of details.
+struct HTTPError: Error, Sendable {
+    var status: Int
+    var code: String
+    var message: String
+    /// `Allow` for a 405, `WWW-Authenticate` for a 401.
+    var header: (name: String, value: String)? = nil
+    /// Every error found, for answers that have several (a policy that does not compile).
+    var errors: [String]? = nil
+
+    static func invalidParameter(_ message: String) -> HTTPError {
+        HTTPError(status: 400, code: "invalid_parameter", message: message)
+    }
+    static func invalidJSON(_ message: String) -> HTTPError {
+        HTTPError(status: 400, code: "invalid_json", message: message)
+    }
+    static func unsupportedMediaType(_ got: String?) -> HTTPError {
+        HTTPError(status: 400, code: "unsupported_media_type",
+                  message: got.map { "content type `\($0)` is not supported; send `application/json`" }
+                      ?? "the request has no content type; send `application/json`")
+    }
+    static func unauthorized(_ message: String) -> HTTPError {
+        HTTPError(status: 401, code: "unauthorized", message: message, header: ("WWW-Authenticate", "Bearer"))
+    }
+    static func notFound(_ path: String) -> HTTPError {
+        HTTPError(status: 404, code: "not_found", message: "no route `\(path)`")
+    }
+    static func methodNotAllowed(_ method: String, _ path: String, allow: String) -> HTTPError {
+        HTTPError(status: 405, code: "method_not_allowed", message: "`\(method)` is not allowed on `\(path)`; use \(allow)",
+                  header: ("Allow", allow))
+    }
+    static func payloadTooLarge(_ message: String) -> HTTPError {
+        HTTPError(status: 413, code: "payload_too_large", message: message)
+    }
+    static let notReady = HTTPError(status: 503, code: "not_ready", message: "the membership data is not loaded yet")
+
+    /// A request the engine cannot decide on.
+    init(_ e: CheckError) {
+        self.init(status: 400, code: e.code.rawValue, message: e.message)
+    }
+
+    init(status: Int, code: String, message: String, header: (name: String, value: String)? = nil, errors: [String]? = nil) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.header = header
+        self.errors = errors
+    }
+
+    /// `{"code":"...","message":"..."}`
+    func writeObject(into w: inout JSONWriter) {
+        w.raw("{\"code\":")
+        w.string(code)
+        w.raw(",\"message\":")
+        w.string(message)
+        if let errors {
+            w.raw(",\"errors\":")
+            w.stringArray(errors)
+        }
+        w.byte(0x7D)
+    }
+
+    /// `{"error":{...}}`
+    var body: [UInt8] {
+        var w = JSONWriter(capacity: 128 + message.utf8.count)
+        w.raw("{\"error\":")
+        writeObject(into: &w)
+        w.raw("}\n")
+        return w.bytes
+    }
+}

@@ -1,0 +1,278 @@
+import AuthzCore
+import Foundation
+
+/// The route handlers. Each reads one snapshot for its whole answer.
+extension Engine {
+    typealias Answer = (status: Int, body: [UInt8])
+
+    // MARK: GET
+
+    func get(_ route: Route, _ c: Connection) -> (Int, [UInt8], StaticString) {
+        switch route {
+        case .check: let a = checkQuery(c); return (a.status, a.body, "application/json")
+        case .permissions: let a = permissions(c); return (a.status, a.body, "application/json")
+        case .subjects: let a = subjects(c); return (a.status, a.body, "application/json")
+        case .healthz: return (200, Array("{\"status\":\"ok\"}\n".utf8), "application/json")
+        case .readyz: let a = readyz(); return (a.status, a.body, "application/json")
+        case .metrics: return (200, metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+        case .checkBatch, .policyReload, .unmatched:
+            let e = HTTPError.notFound(route.label)
+            return (e.status, e.body, "application/json")
+        }
+    }
+
+    // MARK: POST
+
+    func post(_ route: Route, body: [UInt8]) -> Answer {
+        switch route {
+        case .check: return checkBody(body)
+        case .checkBatch: return batch(body)
+        case .policyReload: return reload()
+        default:
+            let e = HTTPError.notFound(route.label)
+            return (e.status, e.body)
+        }
+    }
+
+    // MARK: /v1/check
+
+    /// The hot path: the four query arguments go as bytes, straight from libmicrohttpd's
+    /// decoded query, into the allocation-free `check`; the answer is written by hand.
+    func checkQuery(_ c: Connection) -> Answer {
+        store.withCurrent { snapshot -> Answer in
+            guard snapshot.ready else { return (503, HTTPError.notReady.body) }
+            guard let subject = c.query("subject") else { return missing("subject") }
+            guard let action = c.query("action") else { return missing("action") }
+            guard let resource = c.query("resource") else { return missing("resource") }
+            guard let org = c.query("org") else { return missing("org") }
+            let directory = snapshot.directory
+            let decision: Decision
+            do throws(CheckError) {
+                decision = try directory.check(subject: subject, action: action, resource: resource, org: org, now: Engine.now())
+            } catch {
+                return (400, HTTPError(error).body)
+            }
+            let request = CheckRequest(
+                subject: String(decoding: subject, as: UTF8.self), action: String(decoding: action, as: UTF8.self),
+                resource: String(decoding: resource, as: UTF8.self), org: String(decoding: org, as: UTF8.self))
+            var w = JSONWriter(capacity: 256)
+            w.byte(0x7B)
+            writeDecision(decision, request, directory, into: &w)
+            w.raw(",\"revision\":")
+            w.int(snapshot.revision)
+            w.raw("}\n")
+            return (200, w.bytes)
+        }
+    }
+
+    func checkBody(_ body: [UInt8]) -> Answer {
+        let request: CheckRequest
+        do {
+            request = try checkRequest(try parseJSON(body), at: nil)
+        } catch {
+            return (error.status, error.body)
+        }
+        return store.withCurrent { snapshot -> Answer in
+            guard snapshot.ready else { return (503, HTTPError.notReady.body) }
+            do throws(CheckError) {
+                let d = try snapshot.directory.check(request, now: Engine.now())
+                var w = JSONWriter(capacity: 256)
+                w.byte(0x7B)
+                writeDecision(d, request, snapshot.directory, into: &w)
+                w.raw(",\"revision\":")
+                w.int(snapshot.revision)
+                w.raw("}\n")
+                return (200, w.bytes)
+            } catch {
+                return (400, HTTPError(error).body)
+            }
+        }
+    }
+
+    // MARK: /v1/check/batch
+
+    func batch(_ body: [UInt8]) -> Answer {
+        let items: [Any]
+        do {
+            guard let object = try parseJSON(body) as? [String: Any] else {
+                throw HTTPError.invalidParameter("the body must be an object with a `checks` array")
+            }
+            guard let checks = object["checks"] as? [Any] else {
+                throw HTTPError.invalidParameter("the body must have a `checks` array")
+            }
+            guard checks.count <= configuration.maxBatch else {
+                throw HTTPError.payloadTooLarge("a batch holds at most \(configuration.maxBatch) checks; this one has \(checks.count)")
+            }
+            items = checks
+        } catch let e as HTTPError {
+            return (e.status, e.body)
+        } catch {
+            return (500, HTTPError(status: 500, code: "internal", message: "unexpected error").body)
+        }
+        return store.withCurrent { snapshot -> Answer in
+            guard snapshot.ready else { return (503, HTTPError.notReady.body) }
+            let now = Engine.now()
+            var w = JSONWriter(capacity: 64 + items.count * 160)
+            w.raw("{\"results\":[")
+            for (i, item) in items.enumerated() {
+                if i > 0 { w.byte(0x2C) }
+                do {
+                    let request = try checkRequest(item, at: i)
+                    let d = try snapshot.directory.check(request, now: now)
+                    w.byte(0x7B)
+                    writeDecision(d, request, snapshot.directory, into: &w)
+                    w.byte(0x7D)
+                } catch let e as HTTPError {
+                    w.raw("{\"error\":")
+                    e.writeObject(into: &w)
+                    w.byte(0x7D)
+                } catch let e as CheckError {
+                    w.raw("{\"error\":")
+                    HTTPError(e).writeObject(into: &w)
+                    w.byte(0x7D)
+                } catch {
+                    w.raw("{\"error\":{\"code\":\"internal\",\"message\":\"unexpected error\"}}")
+                }
+            }
+            w.raw("],\"revision\":")
+            w.int(snapshot.revision)
+            w.raw("}\n")
+            return (200, w.bytes)
+        }
+    }
+
+    // MARK: /v1/permissions and /v1/subjects
+
+    func permissions(_ c: Connection) -> Answer {
+        store.withCurrent { snapshot -> Answer in
+            guard snapshot.ready else { return (503, HTTPError.notReady.body) }
+            guard let subject = c.query("subject").map(string) else { return missing("subject") }
+            guard let org = c.query("org").map(string) else { return missing("org") }
+            let listing: PermissionListing
+            do throws(CheckError) {
+                listing = try snapshot.directory.permissions(subject: subject, org: org, now: Engine.now())
+            } catch {
+                return (400, HTTPError(error).body)
+            }
+            var w = JSONWriter(capacity: 512)
+            w.raw("{\"subject\":")
+            w.string(subject)
+            w.raw(",\"org\":")
+            w.string(org)
+            w.raw(",\"resource_types\":[")
+            for (i, t) in listing.resourceTypes.enumerated() {
+                if i > 0 { w.byte(0x2C) }
+                w.raw("{\"type\":")
+                w.string(t.resourceType)
+                w.raw(",\"allowed\":")
+                w.stringArray(t.allowed)
+                w.raw(",\"conditional\":[")
+                for (j, a) in t.conditional.enumerated() {
+                    if j > 0 { w.byte(0x2C) }
+                    w.raw("{\"action\":")
+                    w.string(a.action)
+                    w.raw(",\"conditions\":")
+                    w.stringArray(a.conditions.map(\.name))
+                    w.byte(0x7D)
+                }
+                w.raw("]}")
+            }
+            w.raw("],\"revision\":")
+            w.int(snapshot.revision)
+            w.raw("}\n")
+            return (200, w.bytes)
+        }
+    }
+
+    func subjects(_ c: Connection) -> Answer {
+        store.withCurrent { snapshot -> Answer in
+            guard snapshot.ready else { return (503, HTTPError.notReady.body) }
+            guard let org = c.query("org").map(string) else { return missing("org") }
+            guard let action = c.query("action").map(string) else { return missing("action") }
+            guard let resource = c.query("resource").map(string) else { return missing("resource") }
+            let subjects: [String]
+            do throws(CheckError) {
+                subjects = try snapshot.directory.subjects(org: org, action: action, resource: resource, now: Engine.now())
+            } catch {
+                return (400, HTTPError(error).body)
+            }
+            var w = JSONWriter(capacity: 128 + subjects.count * 24)
+            w.raw("{\"org\":")
+            w.string(org)
+            w.raw(",\"action\":")
+            w.string(action)
+            w.raw(",\"resource\":")
+            w.string(resource)
+            w.raw(",\"subjects\":")
+            w.stringArray(subjects)
+            w.raw(",\"revision\":")
+            w.int(snapshot.revision)
+            w.raw("}\n")
+            return (200, w.bytes)
+        }
+    }
+
+    // MARK: Admin and health
+
+    func reload() -> Answer {
+        switch reloadPolicy() {
+        case .success(let s):
+            var w = JSONWriter()
+            w.raw("{\"reloaded\":true,\"policy\":")
+            w.string(s.policy)
+            w.raw(",\"revision\":")
+            w.int(s.revision)
+            w.raw("}\n")
+            return (200, w.bytes)
+        case .failure(let e):
+            let n = e.errors.count
+            let error = HTTPError(
+                status: 422, code: "policy_invalid",
+                message: "the policy was not reloaded (\(n) error\(n == 1 ? "" : "s")); the previous policy keeps serving",
+                errors: e.errors)
+            return (422, error.body)
+        }
+    }
+
+    func readyz() -> Answer {
+        let snapshot = store.current
+        guard snapshot.ready else { return (503, HTTPError.notReady.body) }
+        var w = JSONWriter()
+        w.raw("{\"status\":\"ready\",\"revision\":")
+        w.int(snapshot.revision)
+        w.raw("}\n")
+        return (200, w.bytes)
+    }
+
+    // MARK: Parsing
+
+    private func missing(_ name: StaticString) -> Answer {
+        (400, HTTPError.invalidParameter("missing query parameter `\(name)`").body)
+    }
+
+    private func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
+
+    private func parseJSON(_ body: [UInt8]) throws(HTTPError) -> Any {
+        guard !body.isEmpty else { throw .invalidJSON("the request body is empty; send a JSON object") }
+        do {
+            return try JSONSerialization.jsonObject(with: Data(body))
+        } catch {
+            throw .invalidJSON("the request body is not valid JSON")
+        }
+    }
+
+    /// The four strings of a check from a JSON object; `index` names a batch item in messages.
+    private func checkRequest(_ value: Any, at index: Int?) throws(HTTPError) -> CheckRequest {
+        let place = index.map { "check \($0): " } ?? ""
+        guard let object = value as? [String: Any] else {
+            throw .invalidParameter("\(place)a check must be an object with `subject`, `action`, `resource` and `org`")
+        }
+        func field(_ name: String) throws(HTTPError) -> String {
+            guard let v = object[name] else { throw .invalidParameter("\(place)missing field `\(name)`") }
+            guard let s = v as? String else { throw .invalidParameter("\(place)field `\(name)` must be a string") }
+            return s
+        }
+        return CheckRequest(subject: try field("subject"), action: try field("action"),
+                            resource: try field("resource"), org: try field("org"))
+    }
+}

@@ -1,0 +1,83 @@
+import AuthzCore
+import Prometheus
+
+/// The server's metrics, on swift-prometheus. Every labelled series is created up front and
+/// kept in arrays, so recording on the request path is an index and an atomic add (the
+/// histogram takes its own short lock), never a registry lookup.
+final class ServerMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+
+    /// Status codes the server answers with; anything else counts as `other`.
+    static let statuses = [200, 400, 401, 404, 405, 413, 422, 500, 503]
+
+    private let requests: [[Counter]]          // [route][status index]
+    private let latency: [DurationHistogram]   // [route]
+    private let decisions: [Counter]           // [reason]
+    let revision: Gauge
+    private let sizes: [Gauge]                 // orgs, users, members, roles, api_keys, invitations
+    let reloads: Counter
+    let reloadFailures: Counter
+
+    init() {
+        let registry = PrometheusCollectorRegistry()
+        self.registry = registry
+        let requestName = MetricNameDescriptor(
+            namespace: "authz", subsystem: "http", metricName: "requests", unitName: "total",
+            helpText: "HTTP requests answered, by route and status")
+        let statusLabels = ServerMetrics.statuses.map(String.init) + ["other"]
+        requests = Route.allCases.map { route in
+            statusLabels.map { registry.makeCounter(descriptor: requestName, labels: [("route", route.label), ("status", $0)]) }
+        }
+        let latencyName = MetricNameDescriptor(
+            namespace: "authz", subsystem: "http", metricName: "request_duration", unitName: "seconds",
+            helpText: "Time from the request's headers to its queued response, by route")
+        let buckets: [Duration] = [
+            .microseconds(10), .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250),
+            .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
+            .milliseconds(500), .seconds(2),
+        ]
+        latency = Route.allCases.map {
+            registry.makeDurationHistogram(descriptor: latencyName, labels: [("route", $0.label)], buckets: buckets)
+        }
+        let decisionName = MetricNameDescriptor(
+            namespace: "authz", metricName: "decisions", unitName: "total",
+            helpText: "Decisions made, by outcome and reason")
+        decisions = Reason.allCases.map {
+            registry.makeCounter(descriptor: decisionName, labels: [("outcome", $0.allows ? "allow" : "deny"), ("reason", $0.code)])
+        }
+        revision = registry.makeGauge(descriptor: MetricNameDescriptor(
+            namespace: "authz", metricName: "revision", unitName: "",
+            helpText: "Revision of the snapshot being served"))
+        let sizeName = MetricNameDescriptor(
+            namespace: "authz", subsystem: "directory", metricName: "entries", unitName: "",
+            helpText: "Entries in the served directory, by kind")
+        sizes = ["orgs", "users", "members", "roles", "api_keys", "invitations"].map {
+            registry.makeGauge(descriptor: sizeName, labels: [("kind", $0)])
+        }
+        let reloadName = MetricNameDescriptor(
+            namespace: "authz", subsystem: "policy", metricName: "reloads", unitName: "total",
+            helpText: "Policy reloads, by result")
+        reloads = registry.makeCounter(descriptor: reloadName, labels: [("result", "success")])
+        reloadFailures = registry.makeCounter(descriptor: reloadName, labels: [("result", "failure")])
+    }
+
+    @inline(__always)
+    func request(_ route: Route, status: Int, duration: Duration) {
+        let i = ServerMetrics.statuses.firstIndex(of: status) ?? ServerMetrics.statuses.count
+        requests[route.rawValue][i].increment()
+        latency[route.rawValue].record(duration)
+    }
+
+    @inline(__always)
+    func decision(_ reason: Reason) { decisions[Int(reason.rawValue)].increment() }
+
+    func published(_ snapshot: Snapshot) {
+        revision.set(Double(snapshot.revision))
+        let c = snapshot.directory.counts
+        for (gauge, n) in zip(sizes, [c.orgs, c.users, c.members, c.roles, c.apiKeys, c.invitations]) {
+            gauge.set(Double(n))
+        }
+    }
+
+    func exposition() -> [UInt8] { registry.emitToBuffer() }
+}

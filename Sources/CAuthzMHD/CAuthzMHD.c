@@ -1,0 +1,119 @@
+#include "CAuthzMHD.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int authz_mhd_listen_socket(const char *host, uint16_t port, char *error, size_t error_size) {
+    struct addrinfo hints, *found = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    int rc = getaddrinfo(host, service, &hints, &found);
+    if (rc != 0 || found == NULL) {
+        snprintf(error, error_size, "cannot resolve host `%s`: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, found->ai_protocol);
+    if (fd < 0) {
+        snprintf(error, error_size, "socket: %s", strerror(errno));
+        freeaddrinfo(found);
+        return -1;
+    }
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (bind(fd, found->ai_addr, found->ai_addrlen) != 0) {
+        snprintf(error, error_size, "cannot listen on %s:%u: %s", host, (unsigned)port, strerror(errno));
+        close(fd);
+        freeaddrinfo(found);
+        return -1;
+    }
+    freeaddrinfo(found);
+    if (listen(fd, 1024) != 0) {
+        snprintf(error, error_size, "listen: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    int flags = fcntl(fd, F_GETFL, 0);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    return fd;
+}
+
+struct MHD_Daemon *authz_mhd_start(const authz_mhd_config *c, char *error, size_t error_size) {
+    int fd = authz_mhd_listen_socket(c->host, c->port, error, error_size);
+    if (fd < 0) return NULL;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
+    unsigned int threads = c->threads > 0 ? c->threads : 1;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, 0, NULL, NULL,
+        c->handler, c->handler_cls,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+        MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_CONNECTION_LIMIT, c->connection_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, c->connection_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, c->connection_memory_limit,
+        MHD_OPTION_NOTIFY_COMPLETED, c->completed, c->completed_cls,
+        MHD_OPTION_END);
+    if (d == NULL) {
+        snprintf(error, error_size, "libmicrohttpd refused to start (threads %u, connection limit %u)",
+                 threads, c->connection_limit);
+        close(fd);
+    }
+    return d;
+}
+
+uint16_t authz_mhd_bound_port(struct MHD_Daemon *daemon) {
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (info != NULL && info->port != 0) return info->port;
+    info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    if (info == NULL) return 0;
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    if (getsockname(info->listen_fd, (struct sockaddr *)&addr, &len) != 0) return 0;
+    if (addr.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
+    return 0;
+}
+
+unsigned int authz_mhd_current_connections(struct MHD_Daemon *daemon) {
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return info == NULL ? 0 : info->num_connections;
+}
+
+void authz_mhd_stop_accepting(struct MHD_Daemon *daemon) {
+    MHD_socket fd = MHD_quiesce_daemon(daemon);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+}
+
+enum MHD_Result authz_mhd_respond(struct MHD_Connection *connection, unsigned int status,
+                                  const void *body, size_t body_size, const char *content_type,
+                                  const char *header_name, const char *header_value,
+                                  int close_connection) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(body_size, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (r == NULL) return MHD_NO;
+    if (content_type != NULL) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (header_name != NULL && header_value != NULL) MHD_add_response_header(r, header_name, header_value);
+    if (close_connection) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ok = MHD_queue_response(connection, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKind kind,
+                             const char *key, size_t key_size, size_t *value_size) {
+    const char *value = NULL;
+    size_t size = 0;
+    if (MHD_lookup_connection_value_n(connection, kind, key, key_size, &value, &size) != MHD_YES) {
+        *value_size = 0;
+        return NULL;
+    }
+    *value_size = size;
+    return value;
+}

@@ -1,0 +1,139 @@
+import ArgumentParser
+import AuthzCore
+import AuthzHTTP
+import Dispatch
+import Foundation
+import Logging
+
+/// `authz serve`: the decision endpoint.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve decisions over HTTP (API v1).",
+        discussion: """
+            Tokens come from files (--admin-token-file, --check-token-file) or from the \
+            environment (AUTHZ_ADMIN_TOKEN, AUTHZ_CHECK_TOKEN); they are never logged. SIGHUP \
+            reloads the policy; SIGTERM and SIGINT stop accepting, finish requests in flight \
+            and exit 0.
+            """)
+
+    @Option(help: "The policy file.")
+    var policy = "policies/daytona.yaml"
+
+    @Option(help: "The address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "The port to listen on (0: any free port).")
+    var port = 8180
+
+    @Option(help: "Request threads (default: the number of cores).")
+    var threads: Int?
+
+    @Option(help: "Membership records (JSON Lines) to load at start.")
+    var data: String?
+
+    @Option(help: "A file holding the admin token (default: $AUTHZ_ADMIN_TOKEN).")
+    var adminTokenFile: String?
+
+    @Option(help: "A file holding the token the decision routes require (default: $AUTHZ_CHECK_TOKEN; none: open).")
+    var checkTokenFile: String?
+
+    @Option(help: "Most checks in one batch request.")
+    var maxBatch = 1000
+
+    @Option(help: "Largest request body, in bytes.")
+    var maxBody = 1 << 20
+
+    @Option(help: "Most open connections.")
+    var connectionLimit = 1024
+
+    @Option(help: "Seconds a connection may stay idle or stall before it is closed.")
+    var timeout = 30
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
+        guard maxBody >= 1024 else { throw ValidationError("--max-body must be at least 1024") }
+        guard connectionLimit >= 1 else { throw ValidationError("--connection-limit must be at least 1") }
+        guard timeout >= 1 else { throw ValidationError("--timeout must be at least 1") }
+    }
+
+    func run() throws {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let logger = Logger(label: "authz.serve")
+
+        var configuration = ServerConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.threads = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        configuration.connectionLimit = connectionLimit
+        configuration.connectionTimeout = timeout
+        configuration.maxBodySize = maxBody
+        configuration.maxBatch = maxBatch
+        configuration.adminToken = try token(file: adminTokenFile, environment: "AUTHZ_ADMIN_TOKEN")
+        configuration.checkToken = try token(file: checkTokenFile, environment: "AUTHZ_CHECK_TOKEN")
+
+        let policyPath = policy
+        let compiled: CompiledPolicy
+        switch loadPolicy(path: policyPath) {
+        case .success(let p): compiled = p
+        case .failure(let e):
+            for line in e.errors { FileHandle.standardError.write(Data("error: \(line)\n".utf8)) }
+            throw ExitCode.failure
+        }
+        let directory = try data.map { try loadData(path: $0, policy: compiled) } ?? Directory(policy: compiled)
+
+        let server = AuthzServer(
+            configuration: configuration, directory: directory, logger: Logger(label: "authz.http"),
+            policyLoader: { loadPolicy(path: policyPath) })
+        do {
+            try server.start()
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            throw ExitCode.failure
+        }
+        let counts = directory.counts
+        logger.info("listening on http://\(host):\(server.port) with policy \(policyPath) (`\(compiled.name)`), \(counts.members) members in \(counts.orgs) orgs, \(configuration.threads) threads")
+
+        // Signals arrive on a dispatch queue, never in a signal handler.
+        let stopped = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "authz.signals")
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler {
+                if sig == SIGHUP {
+                    _ = server.reloadPolicy()
+                } else {
+                    logger.info("stopping: finishing requests in flight")
+                    server.shutdown()
+                    stopped.signal()
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+        signal(SIGPIPE, SIG_IGN)
+        stopped.wait()
+        sources.forEach { $0.cancel() }
+        logger.info("stopped")
+    }
+
+    /// A token from a file (trimmed) or the environment; nil when neither gives one.
+    private func token(file: String?, environment name: String) throws -> String? {
+        if let file {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw ValidationError("cannot read token file `\(file)`")
+            }
+            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !token.isEmpty else { throw ValidationError("token file `\(file)` is empty") }
+            return token
+        }
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
+    }
+}

@@ -1,0 +1,203 @@
+import AuthzCore
+@testable import AuthzHTTP
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Tokens, reloads and hostile clients", .serialized)
+struct AdminAndRobustnessTests {
+    @Test func reloadNeedsTheAdminToken() throws {
+        let live = try TestServer()
+        defer { live.stop() }
+        let http = live.client()
+        let none = try http.post("/v1/policy/reload", json: "")
+        #expect(none.status == 401)
+        #expect(none.errorCode == "unauthorized")
+        #expect(none.headers["www-authenticate"] == "Bearer")
+        #expect(try http.post("/v1/policy/reload", json: "", token: "admin-secreT").status == 401)
+        #expect(try http.post("/v1/policy/reload", json: "", token: "admin-secret-and-more").status == 401)
+        let ok = try http.post("/v1/policy/reload", json: "", token: "admin-secret")
+        #expect(ok.status == 200)
+        #expect(ok.json["reloaded"] as? Bool == true)
+        #expect(ok.json["policy"] as? String == "daytona-test")
+        #expect(ok.json["revision"] as? Int == 2)
+    }
+
+    @Test func adminRoutesAreClosedWithoutAnAdminToken() throws {
+        let live = try TestServer { $0.adminToken = nil }
+        defer { live.stop() }
+        let r = try live.client().post("/v1/policy/reload", json: "", token: "anything")
+        #expect(r.status == 401)
+    }
+
+    @Test func checkTokenGuardsTheDecisionRoutesOnly() throws {
+        let live = try TestServer { $0.checkToken = "check-secret" }
+        defer { live.stop() }
+        let http = live.client()
+        let q = "/v1/check?subject=user:u1&action=read&resource=sandbox:sb1&org=acme"
+        #expect(try http.get(q).status == 401)
+        #expect(try http.get(q, token: "wrong").status == 401)
+        #expect(try http.get(q, token: "check-secret").status == 200)
+        #expect(try http.get("/v1/permissions?subject=user:u1&org=acme").status == 401)
+        #expect(try http.get("/v1/subjects?org=acme&action=read&resource=sandbox:sb1").status == 401)
+        #expect(try http.post("/v1/check/batch", json: #"{"checks":[]}"#).status == 401)
+        #expect(try http.post("/v1/check/batch", json: #"{"checks":[]}"#, token: "check-secret").status == 200)
+        #expect(try http.get("/healthz").status == 200)
+        #expect(try http.get("/metrics").status == 200)
+    }
+
+    @Test func aBrokenPolicyKeepsTheOldOneServing() throws {
+        let live = try TestServer()
+        defer { live.stop() }
+        let http = live.client()
+        live.loader.set(.failure(PolicyLoadError(errors: ["policy.yaml:3:5: unknown permission `fly`", "policy.yaml:9:1: duplicate action `read`"])))
+        let r = try http.post("/v1/policy/reload", json: "", token: "admin-secret")
+        #expect(r.status == 422)
+        #expect(r.errorCode == "policy_invalid")
+        let errors = (r.json["error"] as? [String: Any])?["errors"] as? [String]
+        #expect(errors?.count == 2)
+        let check = try http.get("/v1/check?subject=user:u3&action=delete&resource=sandbox:sb1&org=acme")
+        #expect(check.json["reason"] as? String == "missing_permission")
+        #expect(check.json["revision"] as? Int == 1)
+        #expect(try http.get("/metrics").text.contains(#"authz_policy_reloads_total{result="failure"} 1"#))
+
+        // A policy the data does not fit (it lacks the `developer` assignment) is refused too.
+        var d = Fixtures.definition(name: "no-developer")
+        d.assignments.removeLast()
+        live.loader.set(.success(Fixtures.policy(d)))
+        let misfit = try http.post("/v1/policy/reload", json: "", token: "admin-secret")
+        #expect(misfit.status == 422)
+        #expect(try http.get("/readyz").json["revision"] as? Int == 1)
+
+        // A good one is swapped in.
+        live.loader.set(.success(Fixtures.policy(Fixtures.definition(name: "lenient", deleteRequirement: .member))))
+        #expect(try http.post("/v1/policy/reload", json: "", token: "admin-secret").status == 200)
+        let after = try http.get("/v1/check?subject=user:u3&action=delete&resource=sandbox:sb1&org=acme")
+        #expect(after.json["reason"] as? String == "membership")
+        #expect(after.json["revision"] as? Int == 2)
+    }
+
+    /// Clients check without pause while the policy flips between two versions that answer
+    /// one question differently: no request fails, and every answer agrees with the policy
+    /// its revision was published with.
+    @Test func concurrentChecksDuringReloads() throws {
+        let live = try TestServer()
+        defer { live.stop() }
+        let strict = Fixtures.policy(Fixtures.definition(name: "strict"))
+        let lenient = Fixtures.policy(Fixtures.definition(name: "lenient", deleteRequirement: .member))
+        let allowedAt = Mutex<[Int: Bool]>([1: false])   // revision -> is u3 allowed to delete
+        let done = Atomic<Bool>(false)
+        let failures = Mutex<[String]>([])
+        let answers = Mutex<[(revision: Int, allowed: Bool)]>([])
+
+        let reloader = Thread {
+            for i in 0..<20 {
+                let lenientNow = i % 2 == 0
+                live.loader.set(.success(lenientNow ? lenient : strict))
+                // Record the mapping before clients can see the new revision.
+                let next = Int(live.server.revision) + 1
+                allowedAt.withLock { $0[next] = lenientNow }
+                if case .failure(let e) = live.server.reloadPolicy() { failures.withLock { $0.append("reload: \(e)") } }
+                usleep(2_000)
+            }
+            done.store(true, ordering: .releasing)
+        }
+        reloader.start()
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            let http = live.client()
+            var n = 0
+            while !done.load(ordering: .acquiring) || n < 20 {
+                n += 1
+                do {
+                    let r = try http.get("/v1/check?subject=user:u3&action=delete&resource=sandbox:sb1&org=acme")
+                    guard r.status == 200, let revision = r.json["revision"] as? Int, let allowed = r.json["allowed"] as? Bool else {
+                        failures.withLock { $0.append("status \(r.status): \(r.text)") }
+                        continue
+                    }
+                    let reason = r.json["reason"] as? String
+                    if allowed != (reason == "membership") { failures.withLock { $0.append("mixed answer: \(r.text)") } }
+                    answers.withLock { $0.append((revision, allowed)) }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        let mapping = allowedAt.withLock { $0 }
+        let all = answers.withLock { $0 }
+        #expect(all.count >= 80)
+        for a in all {
+            #expect(mapping[a.revision] == a.allowed, "revision \(a.revision) answered allowed=\(a.allowed)")
+        }
+        #expect(live.server.revision == 21)
+    }
+
+    @Test func clientsHangingUpMidBodyAreCleanedUp() throws {
+        let live = try TestServer()
+        defer { live.stop() }
+        for _ in 0..<20 {
+            let socket = try RawSocket(port: live.port)
+            try socket.send("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"subject\":")
+        }
+        // The sockets are closed (deinit); the server notices and completes those requests.
+        #expect(try live.client().get("/healthz").status == 200)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while live.server.engine.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline { usleep(10_000) }
+        #expect(live.server.engine.inFlight.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func aSlowClientDoesNotHoldUpOthersAndIsDisconnected() throws {
+        let live = try TestServer { $0.connectionTimeout = 1; $0.threads = 1 }
+        defer { live.stop() }
+        let slow = try RawSocket(port: live.port, receiveTimeout: 15)
+        try slow.send("GET /v1/check?subject=user:u1&act")
+        // With a single thread, others are still answered while the slow one dawdles.
+        for _ in 0..<5 {
+            #expect(try live.client().get("/v1/check?subject=user:u1&action=read&resource=sandbox:sb1&org=acme").status == 200)
+        }
+        // The server closes the stalled connection itself (EOF, not our receive timeout).
+        #expect(try slow.readToEnd().isEmpty)
+    }
+
+    @Test func garbageOnTheSocketDoesNotDisturbOthers() throws {
+        let live = try TestServer()
+        defer { live.stop() }
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<10 {
+            let socket = try RawSocket(port: live.port)
+            var bytes = (0..<(512 * (round + 1))).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            if round % 2 == 0 { bytes = Array("GET /v1/check?".utf8) + bytes }
+            try? socket.send(bytes + [13, 10, 13, 10])
+            let answer = (try? socket.readToEnd()) ?? []
+            if let r = HTTPClient.parse(answer, complete: true) { #expect(r.status >= 400 && r.status < 500) }
+        }
+        let weird = try live.client().get("/v1/check?subject=%00%ff%fe&action=%22&resource=a:%0a&org=%C3%28")
+        #expect(weird.status == 400)
+        #expect(weird.json["error"] != nil)
+        let r = try live.client().get("/v1/check?subject=user:u2&action=delete&resource=sandbox:sb1&org=acme")
+        #expect(r.json["allowed"] as? Bool == true)
+    }
+
+    @Test func shutdownFinishesAndStopsListening() throws {
+        let live = try TestServer()
+        let port = live.port
+        #expect(try live.client().get("/healthz").status == 200)
+        live.stop()
+        #expect(throws: SocketError.self) { try HTTPClient(port: port).get("/healthz") }
+    }
+
+    @Test func startFailsClearlyOnABusyPort() throws {
+        let live = try TestServer()
+        defer { live.stop() }
+        var c = ServerConfiguration()
+        c.port = live.port
+        let second = AuthzServer(configuration: c, directory: Fixtures.directory(), policyLoader: { .success(Fixtures.policy()) })
+        #expect { try second.start() } throws: { error in
+            (error as? ServerStartError)?.message.contains("in use") == true
+        }
+    }
+}
