@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "AuthzHTTP",
             dependencies: [
-                "AuthzCore", "CMicroHTTPD", "CAuthzMHD",
+                "AuthzCore", "AuthzData", "AuthzStore", "CMicroHTTPD", "CAuthzMHD",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ]

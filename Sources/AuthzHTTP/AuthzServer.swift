@@ -1,4 +1,5 @@
 import AuthzCore
+import AuthzStore
 internal import CAuthzMHD
 internal import CMicroHTTPD
 import Logging
@@ -83,6 +84,12 @@ public final class AuthzServer: Sendable {
     @discardableResult
     public func update<E: Error>(_ body: (Directory) throws(E) -> Directory?) throws(E) -> UInt64? {
         try engine.update(body)
+    }
+
+    /// Attaches the durable membership writer: `/v1/sync` applies batches through it, and
+    /// policy reloads rebind its data. Its publications should go to `publish(_:revision:)`.
+    public func attach(_ writer: MembershipSync) {
+        engine.membership.withLock { $0 = writer }
     }
 
     /// Reloads the policy through the loader and swaps it in; on error the old one keeps serving.

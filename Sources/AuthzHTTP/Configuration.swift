@@ -14,9 +14,11 @@ public struct ServerConfiguration: Sendable {
     public var connectionTimeout: Int = 30
     /// Largest request body accepted, in bytes; more is 413.
     public var maxBodySize: Int = 1 << 20
+    /// Largest `POST /v1/sync` body, in bytes (a full replace of a million records is ~110 MB).
+    public var maxSyncBodySize: Int = 1 << 30
     /// Most items in one `POST /v1/check/batch`; more is 413.
     public var maxBatch: Int = 1000
-    /// Guards the admin routes (`POST /v1/policy/reload`). Without it they answer 401.
+    /// Guards the admin routes (`POST /v1/sync`, `POST /v1/policy/reload`). Without it they answer 401.
     public var adminToken: String? = nil
     /// Guards the decision routes when set.
     public var checkToken: String? = nil

@@ -1,4 +1,5 @@
 import AuthzCore
+import AuthzStore
 import Foundation
 import Logging
 import Prometheus
@@ -19,6 +20,8 @@ final class Engine: Sendable {
     let inFlight = Atomic<Int>(0)
     /// Set while stopping: answers carry `Connection: close`.
     let draining = Atomic<Bool>(false)
+    /// The durable writer of membership data, once attached (`/v1/sync`; reloads rebind through it).
+    let membership = Mutex<MembershipSync?>(nil)
 
     init(configuration: ServerConfiguration, directory: Directory, ready: Bool, logger: Logger,
          policyLoader: @escaping @Sendable () -> Result<CompiledPolicy, PolicyLoadError>) {
@@ -58,10 +61,14 @@ final class Engine: Sendable {
         if let e = authorize(c, route) { return fail(e) }
         if method == .get { return .get(route) }
         // POST: refuse early what the headers already condemn, before reading a byte of body.
-        if let length = c.header("Content-Length").flatMap(parseLength), length > configuration.maxBodySize {
-            return fail(tooLarge())
+        if let length = c.header("Content-Length").flatMap(parseLength), length > bodyLimit(route) {
+            return fail(tooLarge(route))
         }
-        if route != .policyReload, let e = requireJSON(c) { return fail(e) }
+        if route == .sync {
+            if let e = requireJSONLines(c) { return fail(e) }
+        } else if route != .policyReload, let e = requireJSON(c) {
+            return fail(e)
+        }
         return .readBody(RequestState(route: route, start: start))
     }
 
@@ -75,19 +82,20 @@ final class Engine: Sendable {
     /// A chunk of body. Past the limit, bytes are dropped and the answer will be 413; a
     /// client that goes on sending far past it is cut off.
     func receive(_ state: RequestState, _ chunk: UnsafeRawBufferPointer) -> Bool {
-        if state.dropped == 0 && state.body.count + chunk.count <= configuration.maxBodySize {
+        let limit = bodyLimit(state.route)
+        if state.dropped == 0 && state.body.count + chunk.count <= limit {
             state.body.append(contentsOf: chunk)
             return true
         }
         state.dropped += chunk.count
         state.body = []
-        return state.dropped <= max(configuration.maxBodySize, 1 << 20)
+        return state.dropped <= max(limit, 1 << 20)
     }
 
     /// The body is complete.
     func finish(_ state: RequestState, _ c: Connection) -> Bool {
-        if state.dropped > 0 { return send(c, state.route, state.start, tooLarge()) }
-        let (status, body) = post(state.route, body: state.body)
+        if state.dropped > 0 { return send(c, state.route, state.start, tooLarge(state.route)) }
+        let (status, body) = post(state.route, body: state.body, c)
         return send(c, state.route, state.start, status: status, body: body, contentType: "application/json")
     }
 
@@ -111,8 +119,12 @@ final class Engine: Sendable {
         return ok
     }
 
-    private func tooLarge() -> HTTPError {
-        .payloadTooLarge("the request body exceeds \(configuration.maxBodySize) bytes")
+    private func bodyLimit(_ route: Route) -> Int {
+        route == .sync ? configuration.maxSyncBodySize : configuration.maxBodySize
+    }
+
+    private func tooLarge(_ route: Route) -> HTTPError {
+        .payloadTooLarge("the request body exceeds \(bodyLimit(route)) bytes")
     }
 
     // MARK: Request checks
@@ -147,7 +159,18 @@ final class Engine: Sendable {
         return matches ? nil : .unsupportedMediaType(String(decoding: type, as: UTF8.self))
     }
 
-    private func parseLength(_ b: UnsafeRawBufferPointer) -> Int? {
+    /// `/v1/sync` takes JSON Lines.
+    private func requireJSONLines(_ c: Connection) -> HTTPError? {
+        guard let raw = c.header("Content-Type") else {
+            return .unsupportedMediaType(nil, expected: "application/x-ndjson")
+        }
+        let type = String(decoding: raw, as: UTF8.self)
+        let base = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        let accepted = ["application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines"]
+        return accepted.contains(base) ? nil : .unsupportedMediaType(type, expected: "application/x-ndjson")
+    }
+
+    func parseLength(_ b: UnsafeRawBufferPointer) -> Int? {
         guard !b.isEmpty, b.count <= 18 else { return b.isEmpty ? nil : Int.max }
         var n = 0
         for c in b {
@@ -201,9 +224,21 @@ final class Engine: Sendable {
     /// any error the old policy keeps serving and the errors are returned.
     func reloadPolicy() -> Result<ReloadSummary, PolicyLoadError> {
         let result: Result<ReloadSummary, PolicyLoadError>
+        let writer = membership.withLock { $0 }
         switch policyLoader() {
         case .failure(let e):
             result = .failure(e)
+        case .success(let policy) where writer != nil:
+            // The durable writer holds the data: it rebinds and publishes at the same revision,
+            // so a later sync applies to data bound to the new policy.
+            switch writer!.rebind(to: policy) {
+            case .success:
+                result = .success(ReloadSummary(policy: policy.name, revision: store.current.revision))
+            case .failure(let errors):
+                result = .failure(PolicyLoadError(errors: errors.errors.map {
+                    "the membership data does not fit the new policy: \($0.message)"
+                }))
+            }
         case .success(let policy):
             do {
                 let snapshot = try store.update { current throws(DataErrors) in

@@ -17,10 +17,14 @@ struct HTTPError: Error, Sendable {
     static func invalidJSON(_ message: String) -> HTTPError {
         HTTPError(status: 400, code: "invalid_json", message: message)
     }
-    static func unsupportedMediaType(_ got: String?) -> HTTPError {
+    static func unsupportedMediaType(_ got: String?, expected: String = "application/json") -> HTTPError {
         HTTPError(status: 400, code: "unsupported_media_type",
-                  message: got.map { "content type `\($0)` is not supported; send `application/json`" }
-                      ?? "the request has no content type; send `application/json`")
+                  message: got.map { "content type `\($0)` is not supported; send `\(expected)`" }
+                      ?? "the request has no content type; send `\(expected)`")
+    }
+    static func staleRevision(current: UInt64, wanted: UInt64) -> HTTPError {
+        HTTPError(status: 409, code: "stale_revision",
+                  message: "the server is at revision \(current), not yet at \(wanted); retry shortly")
     }
     static func unauthorized(_ message: String) -> HTTPError {
         HTTPError(status: 401, code: "unauthorized", message: message, header: ("WWW-Authenticate", "Bearer"))

@@ -15,7 +15,7 @@ extension Engine {
         case .healthz: return (200, Array("{\"status\":\"ok\"}\n".utf8), "application/json")
         case .readyz: let a = readyz(); return (a.status, a.body, "application/json")
         case .metrics: return (200, metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
-        case .checkBatch, .policyReload, .unmatched:
+        case .checkBatch, .sync, .policyReload, .unmatched:
             let e = HTTPError.notFound(route.label)
             return (e.status, e.body, "application/json")
         }
@@ -23,10 +23,11 @@ extension Engine {
 
     // MARK: POST
 
-    func post(_ route: Route, body: [UInt8]) -> Answer {
+    func post(_ route: Route, body: [UInt8], _ c: Connection) -> Answer {
         switch route {
         case .check: return checkBody(body)
         case .checkBatch: return batch(body)
+        case .sync: return sync(body, c)
         case .policyReload: return reload()
         default:
             let e = HTTPError.notFound(route.label)
@@ -45,6 +46,12 @@ extension Engine {
             guard let action = c.query("action") else { return missing("action") }
             guard let resource = c.query("resource") else { return missing("resource") }
             guard let org = c.query("org") else { return missing("org") }
+            if let raw = c.query("min_revision") {
+                guard let wanted = parseLength(raw).map(UInt64.init) else {
+                    return (400, HTTPError.invalidParameter("min_revision `\(string(raw))` must be a non-negative integer").body)
+                }
+                if snapshot.revision < wanted { return stale(snapshot, wanted) }
+            }
             let directory = snapshot.directory
             let decision: Decision
             do throws(CheckError) {
@@ -67,13 +74,17 @@ extension Engine {
 
     func checkBody(_ body: [UInt8]) -> Answer {
         let request: CheckRequest
+        let wanted: UInt64?
         do {
-            request = try checkRequest(try parseJSON(body), at: nil)
+            let json = try parseJSON(body)
+            request = try checkRequest(json, at: nil)
+            wanted = try minRevision(json)
         } catch {
             return (error.status, error.body)
         }
         return store.withCurrent { snapshot -> Answer in
             guard snapshot.ready else { return (503, HTTPError.notReady.body) }
+            if let wanted, snapshot.revision < wanted { return stale(snapshot, wanted) }
             do throws(CheckError) {
                 let d = try snapshot.directory.check(request, now: Engine.now())
                 var w = JSONWriter(capacity: 256)
@@ -93,6 +104,7 @@ extension Engine {
 
     func batch(_ body: [UInt8]) -> Answer {
         let items: [Any]
+        let wanted: UInt64?
         do {
             guard let object = try parseJSON(body) as? [String: Any] else {
                 throw HTTPError.invalidParameter("the body must be an object with a `checks` array")
@@ -104,6 +116,7 @@ extension Engine {
                 throw HTTPError.payloadTooLarge("a batch holds at most \(configuration.maxBatch) checks; this one has \(checks.count)")
             }
             items = checks
+            wanted = try minRevision(object)
         } catch let e as HTTPError {
             return (e.status, e.body)
         } catch {
@@ -111,6 +124,7 @@ extension Engine {
         }
         return store.withCurrent { snapshot -> Answer in
             guard snapshot.ready else { return (503, HTTPError.notReady.body) }
+            if let wanted, snapshot.revision < wanted { return stale(snapshot, wanted) }
             let now = Engine.now()
             var w = JSONWriter(capacity: 64 + items.count * 160)
             w.raw("{\"results\":[")
@@ -246,11 +260,25 @@ extension Engine {
 
     // MARK: Parsing
 
+    /// 409: the caller has seen a newer revision than this server has reached.
+    func stale(_ snapshot: Snapshot, _ wanted: UInt64) -> Answer {
+        (409, HTTPError.staleRevision(current: snapshot.revision, wanted: wanted).body)
+    }
+
+    /// The optional `min_revision` of a JSON body.
+    private func minRevision(_ json: Any) throws(HTTPError) -> UInt64? {
+        guard let object = json as? [String: Any], let v = object["min_revision"] else { return nil }
+        guard !(v is Bool), let n = v as? NSNumber, let i = Int64(exactly: n.doubleValue), i >= 0 else {
+            throw .invalidParameter("field `min_revision` must be a non-negative integer")
+        }
+        return UInt64(i)
+    }
+
     private func missing(_ name: StaticString) -> Answer {
         (400, HTTPError.invalidParameter("missing query parameter `\(name)`").body)
     }
 
-    private func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
+    func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
 
     private func parseJSON(_ body: [UInt8]) throws(HTTPError) -> Any {
         guard !body.isEmpty else { throw .invalidJSON("the request body is empty; send a JSON object") }

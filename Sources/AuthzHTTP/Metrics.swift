@@ -8,7 +8,7 @@ final class ServerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
 
     /// Status codes the server answers with; anything else counts as `other`.
-    static let statuses = [200, 400, 401, 404, 405, 413, 422, 500, 503]
+    static let statuses = [200, 400, 401, 404, 405, 409, 413, 422, 500, 503]
 
     private let requests: [[Counter]]          // [route][status index]
     private let latency: [DurationHistogram]   // [route]
@@ -17,6 +17,7 @@ final class ServerMetrics: Sendable {
     private let sizes: [Gauge]                 // orgs, users, members, roles, api_keys, invitations
     let reloads: Counter
     let reloadFailures: Counter
+    private let syncedRecords: Counter
 
     init() {
         let registry = PrometheusCollectorRegistry()
@@ -59,7 +60,12 @@ final class ServerMetrics: Sendable {
             helpText: "Policy reloads, by result")
         reloads = registry.makeCounter(descriptor: reloadName, labels: [("result", "success")])
         reloadFailures = registry.makeCounter(descriptor: reloadName, labels: [("result", "failure")])
+        syncedRecords = registry.makeCounter(descriptor: MetricNameDescriptor(
+            namespace: "authz", subsystem: "sync", metricName: "records", unitName: "total",
+            helpText: "Membership records accepted through /v1/sync"))
     }
+
+    func synced(records: Int) { syncedRecords.increment(by: Int64(records)) }
 
     @inline(__always)
     func request(_ route: Route, status: Int, duration: Duration) {

@@ -2,7 +2,7 @@
 /// headers and for the metrics' `route` label (unknown paths count as `unmatched`, so a
 /// scanner cannot grow the label set).
 enum Route: Int, CaseIterable, Sendable {
-    case check, checkBatch, permissions, subjects, policyReload, healthz, readyz, metrics, unmatched
+    case check, checkBatch, permissions, subjects, sync, policyReload, healthz, readyz, metrics, unmatched
 
     var path: StaticString {
         switch self {
@@ -10,6 +10,7 @@ enum Route: Int, CaseIterable, Sendable {
         case .checkBatch: "/v1/check/batch"
         case .permissions: "/v1/permissions"
         case .subjects: "/v1/subjects"
+        case .sync: "/v1/sync"
         case .policyReload: "/v1/policy/reload"
         case .healthz: "/healthz"
         case .readyz: "/readyz"
@@ -23,7 +24,7 @@ enum Route: Int, CaseIterable, Sendable {
     var methods: [HTTPMethod] {
         switch self {
         case .check: [.get, .post]
-        case .checkBatch, .policyReload: [.post]
+        case .checkBatch, .sync, .policyReload: [.post]
         case .permissions, .subjects, .healthz, .readyz, .metrics: [.get]
         case .unmatched: []
         }
@@ -36,7 +37,7 @@ enum Route: Int, CaseIterable, Sendable {
     var guardedBy: Guard {
         switch self {
         case .check, .checkBatch, .permissions, .subjects: .check
-        case .policyReload: .admin
+        case .sync, .policyReload: .admin
         case .healthz, .readyz, .metrics, .unmatched: .none
         }
     }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import AuthzCore
+import AuthzData
 import AuthzHTTP
+import AuthzStore
 import Dispatch
 import Foundation
 import Logging
@@ -28,8 +30,14 @@ struct Serve: ParsableCommand {
     @Option(help: "Request threads (default: the number of cores).")
     var threads: Int?
 
-    @Option(help: "Membership records (JSON Lines) to load at start.")
+    @Option(help: "The membership store (SQLite); created if missing.")
+    var store = "data/authz.sqlite"
+
+    @Option(help: "Membership records (JSON Lines) to seed an empty store with.")
     var data: String?
+
+    @Option(help: "Largest /v1/sync body, in bytes.")
+    var maxSyncBody = 1 << 30
 
     @Option(help: "A file holding the admin token (default: $AUTHZ_ADMIN_TOKEN).")
     var adminTokenFile: String?
@@ -69,6 +77,7 @@ struct Serve: ParsableCommand {
         configuration.connectionLimit = connectionLimit
         configuration.connectionTimeout = timeout
         configuration.maxBodySize = maxBody
+        configuration.maxSyncBodySize = maxSyncBody
         configuration.maxBatch = maxBatch
         configuration.adminToken = try token(file: adminTokenFile, environment: "AUTHZ_ADMIN_TOKEN")
         configuration.checkToken = try token(file: checkTokenFile, environment: "AUTHZ_CHECK_TOKEN")
@@ -81,19 +90,39 @@ struct Serve: ParsableCommand {
             for line in e.errors { FileHandle.standardError.write(Data("error: \(line)\n".utf8)) }
             throw ExitCode.failure
         }
-        let directory = try data.map { try loadData(path: $0, policy: compiled) } ?? Directory(policy: compiled)
-
+        // Listen at once (/healthz answers, /readyz says 503), then load the store.
         let server = AuthzServer(
-            configuration: configuration, directory: directory, logger: Logger(label: "authz.http"),
-            policyLoader: { loadPolicy(path: policyPath) })
+            configuration: configuration, directory: Directory(policy: compiled), ready: false,
+            logger: Logger(label: "authz.http"), policyLoader: { loadPolicy(path: policyPath) })
         do {
             try server.start()
         } catch {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode.failure
         }
-        let counts = directory.counts
-        logger.info("listening on http://\(host):\(server.port) with policy \(policyPath) (`\(compiled.name)`), \(counts.members) members in \(counts.orgs) orgs, \(configuration.threads) threads")
+        logger.info("listening on http://\(host):\(server.port) with policy \(policyPath) (`\(compiled.name)`), \(configuration.threads) threads; loading \(store)")
+
+        let loadStart = ContinuousClock.now
+        let writer: MembershipSync
+        do {
+            writer = try MembershipSync(store: try MembershipStore(path: store), policy: compiled) { directory, revision in
+                server.publish(directory, revision: UInt64(revision))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("error: cannot load the store `\(store)`: \(error)\n".utf8))
+            server.shutdown()
+            throw ExitCode.failure
+        }
+        if let data {
+            if writer.current.revision == 0 {
+                try seed(writer, from: data, policy: compiled)
+            } else {
+                logger.notice("the store is at revision \(writer.current.revision); --data \(data) ignored (it only seeds an empty store)")
+            }
+        }
+        server.attach(writer)
+        let counts = writer.current.directory.counts
+        logger.info("ready at revision \(writer.current.revision): \(counts.members) members in \(counts.orgs) orgs, \(counts.apiKeys) api keys, \(counts.invitations) invitations, loaded in \(ContinuousClock.now - loadStart)")
 
         // Signals arrive on a dispatch queue, never in a signal handler.
         let stopped = DispatchSemaphore(value: 0)
@@ -118,6 +147,27 @@ struct Serve: ParsableCommand {
         stopped.wait()
         sources.forEach { $0.cancel() }
         logger.info("stopped")
+    }
+
+    /// Applies a JSON Lines file to an empty store, as revision 1.
+    private func seed(_ writer: MembershipSync, from path: String, policy: CompiledPolicy) throws {
+        guard let bytes = FileManager.default.contents(atPath: path) else {
+            FileHandle.standardError.write(Data("error: cannot read --data `\(path)`\n".utf8))
+            throw ExitCode.failure
+        }
+        let decoded = RecordCodec.decodeLines(bytes)
+        var errors = decoded.errors
+        if errors.isEmpty {
+            switch writer.sync(decoded.records, mode: .apply) {
+            case .success: return
+            case .failure(.invalid(let e)): errors = e
+            case .failure(let other):
+                FileHandle.standardError.write(Data("error: cannot seed the store: \(other)\n".utf8))
+                throw ExitCode.failure
+            }
+        }
+        for e in errors { FileHandle.standardError.write(Data("\(path):\(e.line): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)\n".utf8)) }
+        throw ExitCode.failure
     }
 
     /// A token from a file (trimmed) or the environment; nil when neither gives one.

@@ -1,0 +1,77 @@
+import AuthzCore
+import AuthzData
+import AuthzStore
+import Foundation
+import Logging
+import Synchronization
+
+/// `POST /v1/sync`: JSON Lines in, all or nothing, answered only after the commit is durable.
+extension Engine {
+    func sync(_ body: [UInt8], _ c: Connection) -> Answer {
+        guard let writer = membership.withLock({ $0 }) else {
+            return (503, HTTPError(status: 503, code: "not_ready", message: "the membership store is not open yet").body)
+        }
+        var mode = MembershipSync.Mode.apply
+        if let raw = c.query("mode") {
+            guard let m = MembershipSync.Mode(rawValue: string(raw)) else {
+                return (400, HTTPError.invalidParameter("mode `\(string(raw))` must be `apply` or `replace`").body)
+            }
+            mode = m
+        }
+        var ifRevision: Int64?
+        if let raw = c.query("if_revision") {
+            guard let n = parseLength(raw), n != Int.max else {
+                return (400, HTTPError.invalidParameter("if_revision `\(string(raw))` must be a non-negative integer").body)
+            }
+            ifRevision = Int64(n)
+        }
+        let decoded = RecordCodec.decodeLines(Data(body))
+        if !decoded.errors.isEmpty { return invalidData(decoded.errors) }
+        switch writer.sync(decoded.records, mode: mode, ifRevision: ifRevision) {
+        case .success(let o):
+            metrics.synced(records: decoded.records.count)
+            logger.info("sync applied", metadata: [
+                "mode": "\(mode.rawValue)", "revision": "\(o.revision)", "upserted": "\(o.upserted)", "deleted": "\(o.deleted)",
+            ])
+            var w = JSONWriter()
+            w.raw("{\"revision\":")
+            w.int(o.revision)
+            w.raw(",\"upserted\":")
+            w.int(o.upserted)
+            w.raw(",\"deleted\":")
+            w.int(o.deleted)
+            w.raw("}\n")
+            return (200, w.bytes)
+        case .failure(.invalid(let errors)):
+            return invalidData(errors)
+        case .failure(.conflict(let current)):
+            return (409, HTTPError(status: 409, code: "revision_conflict",
+                                   message: "if_revision is \(ifRevision ?? -1) but the server is at revision \(current); nothing changed").body)
+        case .failure(.storage(let message)):
+            logger.error("sync failed to commit; nothing changed", metadata: ["error": "\(message)"])
+            return (500, HTTPError(status: 500, code: "storage_error", message: "the store could not commit the batch; nothing changed").body)
+        }
+    }
+
+    /// 400 with every error: `{"error":{"code":"invalid_data","message":..,"errors":[{"line":..,"field":..,"message":..}]}}`.
+    private func invalidData(_ errors: [DataError]) -> Answer {
+        var w = JSONWriter(capacity: 256 + errors.count * 128)
+        let first = errors.first?.description ?? ""
+        let more = errors.count > 1 ? " (and \(errors.count - 1) more)" : ""
+        w.raw("{\"error\":{\"code\":\"invalid_data\",\"message\":")
+        w.string("the batch was refused, nothing changed: \(first)\(more)")
+        w.raw(",\"errors\":[")
+        for (i, e) in errors.enumerated() {
+            if i > 0 { w.byte(0x2C) }
+            w.raw("{\"line\":")
+            w.int(e.line)
+            w.raw(",\"field\":")
+            if let f = e.field { w.string(f) } else { w.raw("null") }
+            w.raw(",\"message\":")
+            w.string(e.message)
+            w.byte(0x7D)
+        }
+        w.raw("]}}\n")
+        return (400, w.bytes)
+    }
+}
