@@ -88,7 +88,12 @@ struct HTTPClient {
 
     func request(_ method: String, _ target: String, body: [UInt8]? = nil, headers: [String: String] = [:]) throws -> HTTPResponse {
         let socket = try RawSocket(port: port)
-        try socket.send(Self.encode(method, target, body: body, headers: headers, close: true))
+        do {
+            try socket.send(Self.encode(method, target, body: body, headers: headers, close: true))
+        } catch let e as SocketError where e.description == "send: \(EPIPE)" || e.description == "send: \(ECONNRESET)" {
+            // The server may answer before reading the whole body (413 on Content-Length) and
+            // close; like any HTTP client, read the answer it sent.
+        }
         let raw = try socket.readToEnd()
         guard let r = Self.parse(raw, complete: true) else {
             throw SocketError(description: "unparsable response: \(String(decoding: raw.prefix(200), as: UTF8.self))")
