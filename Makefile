@@ -20,9 +20,12 @@ test: build
 	$(SWIFT) test
 	.build/debug/authz test policies/
 
-# The decision endpoint, release build, shipped policy, default address (127.0.0.1:8180).
+# The decision endpoint: release build, shipped policy, 127.0.0.1:8180, store data/authz.sqlite
+# (seeded with the demo data when empty). The admin token defaults to a development value.
+AUTHZ_ADMIN_TOKEN ?= dev-admin-token
+export AUTHZ_ADMIN_TOKEN
 serve: release
-	.build/release/authz serve --policy policies/daytona.yaml
+	.build/release/authz serve --policy policies/daytona.yaml --store data/authz.sqlite --data examples/daytona-demo.jsonl
 
 clean:
 	rm -rf .build
