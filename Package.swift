@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "authz", targets: ["authz"]),
         .library(name: "AuthzCore", targets: ["AuthzCore"]),
         .library(name: "AuthzPolicy", targets: ["AuthzPolicy"]),
+        .library(name: "AuthzWorkload", targets: ["AuthzWorkload"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -21,6 +22,8 @@ let package = Package(
         .target(name: "AuthzCore"),
         // Membership records: JSON Lines decoding into AuthzCore's record values.
         .target(name: "AuthzData", dependencies: ["AuthzCore"]),
+        // Seeded, realistic membership data and query mixes, for benchmarks and `authz generate`.
+        .target(name: "AuthzWorkload", dependencies: ["AuthzCore"]),
         // Policy file (YAML) -> validated definition -> CompiledPolicy; policy test suites.
         .target(
             name: "AuthzPolicy",
@@ -29,7 +32,7 @@ let package = Package(
         .executableTarget(
             name: "authz",
             dependencies: [
-                "AuthzCore", "AuthzData", "AuthzPolicy",
+                "AuthzCore", "AuthzData", "AuthzPolicy", "AuthzWorkload",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

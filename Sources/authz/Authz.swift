@@ -5,6 +5,6 @@ struct Authz: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authz",
         abstract: "OrgAuthz: organization authorization decisions from a compiled policy.",
-        subcommands: [Compile.self, Check.self, Test.self]
+        subcommands: [Compile.self, Check.self, Test.self, Generate.self]
     )
 }
