@@ -20,5 +20,9 @@ test: build
 	$(SWIFT) test
 	.build/debug/authz test policies/
 
+# In-process benchmarks (benchmarks/README.md); results go to benchmarks/RESULTS.md by hand.
+bench:
+	cd benchmarks && $(SWIFT) package --disable-sandbox benchmark
+
 clean:
 	rm -rf .build
