@@ -27,5 +27,9 @@ export AUTHZ_ADMIN_TOKEN
 serve: release
 	.build/release/authz serve --policy policies/daytona.yaml --store data/authz.sqlite --data examples/daytona-demo.jsonl
 
+# In-process benchmarks (benchmarks/README.md); results go to benchmarks/RESULTS.md by hand.
+bench:
+	cd benchmarks && $(SWIFT) package --disable-sandbox benchmark
+
 clean:
 	rm -rf .build

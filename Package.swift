@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "AuthzPolicy", targets: ["AuthzPolicy"]),
         .library(name: "AuthzClient", targets: ["AuthzClient"]),
         .library(name: "AuthzHTTP", targets: ["AuthzHTTP"]),
+        .library(name: "AuthzWorkload", targets: ["AuthzWorkload"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,6 +31,8 @@ let package = Package(
         ),
         // A client of `authz serve` for Swift services and for `authz sync`. Foundation only.
         .target(name: "AuthzClient"),
+        // Seeded, realistic membership data and query mixes, for benchmarks and `authz generate`.
+        .target(name: "AuthzWorkload", dependencies: ["AuthzCore"]),
         // Policy file (YAML) -> validated definition -> CompiledPolicy; policy test suites.
         .target(
             name: "AuthzPolicy",
@@ -55,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "authz",
             dependencies: [
-                "AuthzCore", "AuthzData", "AuthzPolicy", "AuthzStore", "AuthzClient", "AuthzHTTP",
+                "AuthzCore", "AuthzData", "AuthzPolicy", "AuthzStore", "AuthzClient", "AuthzHTTP", "AuthzWorkload",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

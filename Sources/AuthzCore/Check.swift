@@ -67,9 +67,18 @@ extension Directory {
         return CheckError(code: code, parameter: parameter, message: "\(parameter) `\(text)` \(what)")
     }
 
+    /// The position of the first `:` in `b`, a word at a time would not pay for ids this short;
+    /// a plain loop (not the generic `firstIndex(of:)`, which was not specialized here).
+    @inline(__always)
+    private func colon(_ b: UnsafeRawBufferPointer) -> Int? {
+        guard let p = b.baseAddress else { return nil }
+        for i in 0..<b.count where p.load(fromByteOffset: i, as: UInt8.self) == 0x3A { return i }
+        return nil
+    }
+
     @inline(__always)
     private func split(_ b: UnsafeRawBufferPointer) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer)? {
-        guard let colon = b.firstIndex(of: 0x3A), colon > 0, colon < b.count - 1 else { return nil }
+        guard let colon = colon(b), colon > 0, colon < b.count - 1 else { return nil }
         return (UnsafeRawBufferPointer(rebasing: b[..<colon]), UnsafeRawBufferPointer(rebasing: b[(colon + 1)...]))
     }
 
@@ -79,15 +88,37 @@ extension Directory {
         return !(now < t)
     }
 
-    /// The effective permissions of a session user who is this member.
+    /// The effective permissions of a session user who is this member: its global
+    /// assignments' permissions and its custom roles' (resolved now, so a role change applies
+    /// at once).
     @inline(__always)
-    func sessionPermissions(_ m: MemberEntry, org: UnsafeRawBufferPointer) -> PermissionSet {
-        if m.role == .owner && policy.ownerHasAllPermissions { return policy.allPermissions }
-        var p = m.base
-        for c in m.customRoles {
-            if let r = withBytes(c, { roles.find(org, $0) }) { p.formUnion(r.mask) }
+    func sessionPermissions(role: RoleKind, base: PermissionSet, customRoles: [String]?, org: UnsafeRawBufferPointer) -> PermissionSet {
+        if role == .owner && policy.ownerHasAllPermissions { return policy.allPermissions }
+        var p = base
+        if let customRoles {
+            for c in customRoles {
+                if let mask = withBytes(c, { c in roles.withValue(org, c) { $0.mask } }) { p.formUnion(mask) }
+            }
         }
         return p
+    }
+
+    /// What the decision needs of a member, read in place by a closure that captures no
+    /// `self` (a capture copied the whole `Directory`: two dozen retains and releases).
+    struct MemberFacts {
+        var role: RoleKind
+        var globalMask: UInt64
+        var base: PermissionSet
+        /// Its custom roles, only when it has some (copying an array costs a retain).
+        var customRoles: [String]?
+    }
+
+    /// What the decision needs of an api key, likewise.
+    struct KeyFacts {
+        var expired: Bool
+        var rightOrg: Bool
+        var mask: PermissionSet
+        var user: String
     }
 
     func decide(
@@ -106,47 +137,50 @@ extension Directory {
         } else {
             return .failure(requestError(.invalidSubject, "subject", subject, "must be `user:<id>` or `api_key:<id>`"))
         }
-        let a: CompiledAction
-        switch resolveAction(resource: resource, action: action) {
-        case .success(let found): a = found
-        case .failure(let e): return .failure(e)
+        // The action: the fast path resolves it to an id; any failure is explained by
+        // `resolveAction`, which checks the same things in the same order.
+        guard let (type, target) = split(resource), let id = policy.actionID(type, action) else {
+            switch resolveAction(resource: resource, action: action) {
+            case .failure(let e): return .failure(e)
+            case .success: preconditionFailure("resolveAction found an action the fast path did not")
+            }
         }
         guard !orgID.isEmpty else {
             return .failure(CheckError(code: .invalidOrg, parameter: "org", message: "org must not be empty"))
         }
-        let target = split(resource)!.1
-        let id = a.id
+        let rule = policy.rules[id]
 
         // 2. The api key.
-        var key: KeyEntry? = nil
-        if isKey {
-            if a.conditions.contains(.sessionOnly) { return .success(Decision(.sessionOnly, action: id)) }
-            guard let k = keys.find(subjectID) else { return .success(Decision(.unknownKey, action: id)) }
-            if expired(k.expiresAt, now) { return .success(Decision(.keyExpired, action: id)) }
-            guard withBytes(k.org, { bytesEqual($0, orgID) }) else {
-                return .success(Decision(.keyWrongOrg, action: id))
-            }
-            key = k
+        if !isKey { return .success(decideMember(rule, id: id, userID: subjectID, keyMask: nil, orgID: orgID, target: target, now: now)) }
+        if rule.conditions.contains(.sessionOnly) { return .success(Decision(.sessionOnly, action: id)) }
+        let found = keys.withValue(subjectID) { (k: borrowing KeyEntry) in
+            KeyFacts(expired: k.expiresAt.map { !(now < $0) } ?? false, rightOrg: withBytes(k.org, { bytesEqual($0, orgID) }),
+                     mask: k.mask, user: k.user)
         }
-        return withBytes(key?.user ?? "") { keyUser in
-            let userID = isKey ? keyUser : subjectID
-            return .success(decideMember(a, userID: userID, key: key, orgID: orgID, target: target, now: now))
-        }
+        guard let key = found else { return .success(Decision(.unknownKey, action: id)) }
+        if key.expired { return .success(Decision(.keyExpired, action: id)) }
+        guard key.rightOrg else { return .success(Decision(.keyWrongOrg, action: id)) }
+        // Its user is the subject's user from here on.
+        return .success(withBytes(key.user) { userID in
+            decideMember(rule, id: id, userID: userID, keyMask: key.mask, orgID: orgID, target: target, now: now)
+        })
     }
 
     @inline(__always)
     private func decideMember(
-        _ a: CompiledAction, userID: UnsafeRawBufferPointer, key: KeyEntry?, orgID: UnsafeRawBufferPointer,
+        _ a: ActionRule, id: Int, userID: UnsafeRawBufferPointer, keyMask: PermissionSet?, orgID: UnsafeRawBufferPointer,
         target: UnsafeRawBufferPointer, now: Timestamp
     ) -> Decision {
-        let id = a.id
-        let isKey = key != nil
+        let isKey = keyMask != nil
 
         // 3. Membership (or, for an invitee action, the org alone).
         guard let org = orgs.find(orgID) else {
             return Decision(a.requirement == .invitee ? .notInvitee : .notMember, action: id)
         }
-        let member = members.find(orgID, userID)
+        let member = members.withValue(orgID, userID) { (m: borrowing MemberEntry) in
+            MemberFacts(role: m.role, globalMask: m.globalMask, base: m.base,
+                        customRoles: m.customRoles.isEmpty ? nil : m.customRoles)
+        }
         if a.requirement != .invitee && member == nil { return Decision(.notMember, action: id) }
         let isOwnerSession = !isKey && member?.role == .owner
 
@@ -165,8 +199,8 @@ extension Directory {
             grant = .owner
         case .anyOf(let required):
             let m = member!
-            var effective = sessionPermissions(m, org: orgID)
-            if let key { effective.formIntersection(key.mask) }
+            var effective = sessionPermissions(role: m.role, base: m.base, customRoles: m.customRoles, org: orgID)
+            if let keyMask { effective.formIntersection(keyMask) }
             let held = effective.bits & required.bits
             guard held != 0 else {
                 return Decision(.missingPermission, action: id, permission: required.bits.trailingZeroBitCount)
@@ -182,7 +216,7 @@ extension Directory {
 
         // 6. Conditions, only for the actions that carry them.
         let conditions = a.conditions
-        if conditions.rawValue & ~ConditionSet([.sessionOnly]).rawValue != 0 {
+        if conditions.rawValue & ~(1 << Condition.sessionOnly.rawValue) != 0 {
             if conditions.contains(.notPersonal) && org.personal {
                 return Decision(.personalOrg, action: id)
             }
@@ -194,17 +228,17 @@ extension Directory {
                 return Decision(.selfUpdate, action: id)
             }
             if conditions.contains(.notLastOwner), org.ownerCount <= 1,
-               let t = members.find(orgID, targetUser), t.role == .owner {
+               members.withValue(orgID, targetUser, { $0.role }) == .owner {
                 return Decision(.lastOwner, action: id)
             }
             if conditions.contains(.invitee) && !isInvitee(userID: userID, invitation: target, orgID: orgID, now: now) {
                 return Decision(.notInvitee, action: id)
             }
             if conditions.contains(.ownKeyOrOwner) && !isOwnerSession {
-                guard let k = keys.find(target),
-                      withBytes(k.org, { bytesEqual($0, orgID) }),
-                      withBytes(k.user, { bytesEqual($0, userID) })
-                else { return Decision(.notKeyOwner, action: id) }
+                let owns = keys.withValue(target) { (k: borrowing KeyEntry) in
+                    withBytes(k.org, { bytesEqual($0, orgID) }) && withBytes(k.user, { bytesEqual($0, userID) })
+                }
+                guard owns == true else { return Decision(.notKeyOwner, action: id) }
             }
         }
         return Decision(grant, action: id, permission: grantPermission, granting: granting)
@@ -217,11 +251,4 @@ extension Directory {
         else { return false }
         return email == inv.emailFolded
     }
-}
-
-@inline(__always)
-func bytesEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
-    guard a.count == b.count else { return false }
-    for i in 0..<a.count where a[i] != b[i] { return false }
-    return true
 }

@@ -89,6 +89,14 @@ public struct CompiledAction: Sendable, Hashable {
     public let target: ConditionTarget
 }
 
+/// What the decision reads of an action, without its name: a trivial value, so reading it
+/// from `CompiledPolicy.rules` copies no string and makes no retain.
+struct ActionRule: Sendable {
+    let requirement: Requirement
+    let conditions: ConditionSet
+    let target: ConditionTarget
+}
+
 /// A global assignment, compiled.
 public struct CompiledAssignment: Sendable, Hashable {
     public let index: Int
@@ -123,6 +131,8 @@ public struct CompiledPolicy: Sendable {
     private let typeIndex: ByteMap<Int32>         // "type" -> index
     /// For each permission, the global assignments that grant it (bitmask over assignments).
     let assignmentsGranting: [UInt64]
+    /// `actions` as the decision reads them, indexed by action id.
+    let rules: [ActionRule]
 
     public init(_ d: PolicyDefinition) throws(PolicyDefinitionError) {
         func fail(_ m: String) -> PolicyDefinitionError { PolicyDefinitionError(message: m) }
@@ -217,6 +227,7 @@ public struct CompiledPolicy: Sendable {
         self.actionIndex = actionIndex
         self.typeIndex = typeIndex
         self.assignmentsGranting = granting
+        self.rules = actions.map { ActionRule(requirement: $0.requirement, conditions: $0.conditions, target: $0.target) }
     }
 
     // MARK: Lookups

@@ -1,0 +1,40 @@
+// swift-tools-version:6.1
+// In-process benchmarks of OrgAuthz (package-benchmark). A nested package, so that the main
+// build and CI stay light: `cd benchmarks && swift package --disable-sandbox benchmark`.
+import PackageDescription
+
+let package = Package(
+    name: "OrgAuthzBenchmarks",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(name: "OrgAuthz", path: ".."),
+        .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: []
+)
+
+// One executable per suite, each in Benchmarks/<Name>/ (the plugin's rule).
+for name in ["CheckBenchmarks"] {
+    package.targets.append(.executableTarget(
+        name: name,
+        dependencies: [
+            .product(name: "Benchmark", package: "package-benchmark"),
+            .product(name: "AuthzCore", package: "OrgAuthz"),
+            .product(name: "AuthzPolicy", package: "OrgAuthz"),
+            .product(name: "AuthzWorkload", package: "OrgAuthz"),
+        ],
+        path: "Benchmarks/\(name)",
+        plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+    ))
+}
+
+// A plain harness for profilers (callgrind, perf): see Profile/main.swift.
+package.targets.append(.executableTarget(
+    name: "CheckProfile",
+    dependencies: [
+        .product(name: "AuthzCore", package: "OrgAuthz"),
+        .product(name: "AuthzPolicy", package: "OrgAuthz"),
+        .product(name: "AuthzWorkload", package: "OrgAuthz"),
+    ],
+    path: "Profile"
+))
