@@ -77,7 +77,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzHTTPTests",
-            dependencies: ["AuthzCore", "AuthzHTTP", .product(name: "Yams", package: "Yams")]
+            dependencies: ["AuthzCore", "AuthzHTTP", "AuthzStore", .product(name: "Yams", package: "Yams")]
         ),
     ]
 )

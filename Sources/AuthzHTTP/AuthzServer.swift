@@ -72,10 +72,16 @@ public final class AuthzServer: Sendable {
     public var revision: UInt64 { engine.store.current.revision }
 
     /// Swaps in new membership data (bound to the current policy), marks the server ready
-    /// and returns the new revision: `revision` if given, else the previous one plus one.
+    /// (unless `ready` is false: then it stays as it was) and returns the new revision:
+    /// `revision` if given, else the previous one plus one.
     @discardableResult
-    public func publish(_ directory: Directory, revision: UInt64? = nil) -> UInt64 {
-        engine.publish(directory, revision: revision)
+    public func publish(_ directory: Directory, revision: UInt64? = nil, ready: Bool = true) -> UInt64 {
+        engine.publish(directory, revision: revision, ready: ready)
+    }
+
+    /// Marks the server ready (`/readyz` 200) with the data published so far.
+    public func markReady() {
+        engine.setReady()
     }
 
     /// Builds the next directory from the one being served and publishes it, serialized with

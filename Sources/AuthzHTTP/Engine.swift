@@ -202,8 +202,10 @@ final class Engine: Sendable {
 
     // MARK: Snapshot changes
 
-    func publish(_ directory: Directory, revision: UInt64?) -> UInt64 {
-        let snapshot = store.update { _ in (directory, revision, true) }!
+    func publish(_ directory: Directory, revision: UInt64?, ready: Bool = true) -> UInt64 {
+        // Readiness only ever turns on: a publication made before the server is ready (while
+        // the store loads) must not turn it off again once it is.
+        let snapshot = store.update { current in (directory, revision, ready || current.ready) }!
         metrics.published(snapshot)
         return snapshot.revision
     }

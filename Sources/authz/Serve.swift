@@ -105,8 +105,10 @@ struct Serve: ParsableCommand {
         let loadStart = ContinuousClock.now
         let writer: MembershipSync
         do {
+            // Not ready yet: /readyz turns 200 only once the store is loaded, seeded and the
+            // writer attached (`markReady` below), never with an empty or half-seeded directory.
             writer = try MembershipSync(store: try MembershipStore(path: store), policy: compiled) { directory, revision in
-                server.publish(directory, revision: UInt64(revision))
+                server.publish(directory, revision: UInt64(revision), ready: false)
             }
         } catch {
             FileHandle.standardError.write(Data("error: cannot load the store `\(store)`: \(error)\n".utf8))
@@ -121,6 +123,7 @@ struct Serve: ParsableCommand {
             }
         }
         server.attach(writer)
+        server.markReady()
         let counts = writer.current.directory.counts
         logger.info("ready at revision \(writer.current.revision): \(counts.members) members in \(counts.orgs) orgs, \(counts.apiKeys) api keys, \(counts.invitations) invitations, loaded in \(ContinuousClock.now - loadStart)")
 
