@@ -25,13 +25,16 @@ extension Engine {
             }
             ifRevision = Int64(n)
         }
+        let decodeStart = ContinuousClock.now
         let decoded = RecordCodec.decodeLines(Data(body))
+        let decodeTime = ContinuousClock.now - decodeStart
         if !decoded.errors.isEmpty { return invalidData(decoded.errors) }
         switch writer.sync(decoded.records, mode: mode, ifRevision: ifRevision) {
         case .success(let o):
             metrics.synced(records: decoded.records.count)
             logger.info("sync applied", metadata: [
                 "mode": "\(mode.rawValue)", "revision": "\(o.revision)", "upserted": "\(o.upserted)", "deleted": "\(o.deleted)",
+                "decode": "\(decodeTime)", "validate": "\(o.validation)", "commit": "\(o.commit)",
             ])
             var w = JSONWriter()
             w.raw("{\"revision\":")

@@ -21,6 +21,9 @@ public final class MembershipStore: Sendable {
         config.prepareDatabase { db in
             // WAL (DatabasePool's default) + FULL: a commit is on disk before it returns.
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // A large page cache: a replace of a million rows rewrites most of the B-trees,
+            // and evicting dirty pages mid-transaction multiplies the writes.
+            try db.execute(sql: "PRAGMA cache_size = -262144")
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)
@@ -124,7 +127,13 @@ public final class MembershipStore: Sendable {
             for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
                 try db.execute(sql: "DELETE FROM \(table)")
             }
-            for r in records { try write(r, db) }
+            // In primary-key order: appending to a B-tree is far cheaper than random inserts.
+            // (String order equals SQLite's byte order for ASCII ids; otherwise only speed differs.)
+            let keyed = records.map { ($0.sortKey, $0) }
+            let sorted = keyed.sorted { x, y in
+                x.0.kind != y.0.kind ? x.0.kind < y.0.kind : (x.0.a != y.0.a ? x.0.a < y.0.a : x.0.b < y.0.b)
+            }.map(\.1)
+            for r in sorted { try write(r, db) }
             try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
         }
     }
@@ -177,4 +186,18 @@ private func list(_ s: String) -> [String] {
 
 private func time(_ s: String?) -> Timestamp? {
     s.flatMap(Timestamp.init(rfc3339:))
+}
+
+extension AuthzCore.Record {
+    /// (kind, primary key) in the store's column order.
+    fileprivate var sortKey: (kind: Int, a: String, b: String) {
+        switch key {
+        case .org(let id): (0, id, "")
+        case .user(let id): (1, id, "")
+        case .role(let org, let id): (2, org, id)
+        case .member(let org, let user): (3, org, user)
+        case .apiKey(let id): (4, id, "")
+        case .invitation(let id): (5, id, "")
+        }
+    }
 }

@@ -11,10 +11,16 @@ public final class MembershipSync: @unchecked Sendable {
         public var revision: Int64
         public var upserted: Int
         public var deleted: Int
+        /// Time spent validating and building the new directory, and committing it.
+        public var validation: Duration = .zero
+        public var commit: Duration = .zero
         public init(revision: Int64, upserted: Int, deleted: Int) {
             self.revision = revision
             self.upserted = upserted
             self.deleted = deleted
+        }
+        public static func == (a: Outcome, b: Outcome) -> Bool {
+            a.revision == b.revision && a.upserted == b.upserted && a.deleted == b.deleted
         }
     }
 
@@ -60,6 +66,8 @@ public final class MembershipSync: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let ifRevision, ifRevision != revision { return .failure(.conflict(current: revision)) }
+        let clock = ContinuousClock()
+        let t0 = clock.now
         let next: Directory
         let stats: Directory.ApplyStats
         do {
@@ -73,6 +81,7 @@ public final class MembershipSync: @unchecked Sendable {
             return .failure(.invalid(error.errors))
         }
         let newRevision = revision + 1
+        let t1 = clock.now
         do {
             switch mode {
             case .apply: try store.apply(records, revision: newRevision, previous: revision)
@@ -82,7 +91,9 @@ public final class MembershipSync: @unchecked Sendable {
             return .failure(.storage("\(error)"))
         }
         var outcome = Outcome(revision: newRevision, upserted: stats.upserted, deleted: stats.deleted)
+        outcome.commit = clock.now - t1
         if mode == .replace { outcome.deleted = directory.countRemoved(in: next) }
+        outcome.validation = t1 - t0
         directory = next
         revision = newRevision
         publish(next, newRevision)
