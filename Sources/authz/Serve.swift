@@ -6,6 +6,7 @@ import AuthzStore
 import Dispatch
 import Foundation
 import Logging
+import Synchronization
 
 /// `authz serve`: the decision endpoint.
 struct Serve: ParsableCommand {
@@ -102,6 +103,39 @@ struct Serve: ParsableCommand {
         }
         logger.info("listening on http://\(host):\(server.port) with policy \(policyPath) (`\(compiled.name)`), \(configuration.threads) threads; loading \(store)")
 
+        // Signals arrive on a dispatch queue, never in a signal handler. They are handled from
+        // the start: SIGTERM/SIGINT while loading stop at once (nothing is acknowledged yet);
+        // SIGHUP while loading is remembered and honoured once the store is attached.
+        signal(SIGPIPE, SIG_IGN)
+        let phase = Mutex(ServePhase.loading)
+        let stopped = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "authz.signals")
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler {
+                let loading = phase.withLock { p in
+                    if p != .serving && sig == SIGHUP { p = .reloadRequested }
+                    return p != .serving
+                }
+                if sig == SIGHUP {
+                    if loading {
+                        logger.notice("SIGHUP while loading: the policy will be reloaded once the store is loaded")
+                    } else {
+                        _ = server.reloadPolicy()
+                    }
+                } else {
+                    logger.info("stopping: finishing requests in flight")
+                    server.shutdown()
+                    if loading { Foundation.exit(0) }
+                    stopped.signal()
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+
         let loadStart = ContinuousClock.now
         let writer: MembershipSync
         do {
@@ -124,33 +158,18 @@ struct Serve: ParsableCommand {
         }
         server.attach(writer)
         server.markReady()
+        if phase.withLock({ p in defer { p = .serving }; return p == .reloadRequested }) {
+            _ = server.reloadPolicy()
+        }
         let counts = writer.current.directory.counts
         logger.info("ready at revision \(writer.current.revision): \(counts.members) members in \(counts.orgs) orgs, \(counts.apiKeys) api keys, \(counts.invitations) invitations, loaded in \(ContinuousClock.now - loadStart)")
 
-        // Signals arrive on a dispatch queue, never in a signal handler.
-        let stopped = DispatchSemaphore(value: 0)
-        let queue = DispatchQueue(label: "authz.signals")
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-            source.setEventHandler {
-                if sig == SIGHUP {
-                    _ = server.reloadPolicy()
-                } else {
-                    logger.info("stopping: finishing requests in flight")
-                    server.shutdown()
-                    stopped.signal()
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
-        signal(SIGPIPE, SIG_IGN)
         stopped.wait()
         sources.forEach { $0.cancel() }
         logger.info("stopped")
     }
+
+    private enum ServePhase { case loading, reloadRequested, serving }
 
     /// Applies a JSON Lines file to an empty store, as revision 1.
     private func seed(_ writer: MembershipSync, from path: String, policy: CompiledPolicy) throws {
