@@ -57,20 +57,36 @@ struct ByteMap<Value: Sendable>: Sendable {
 
     // MARK: Lookup by bytes (the check path)
 
+    // The shard is read in place, through the array's buffer, never copied: a copy would
+    // retain its four arrays, and those reference counts are shared by every request
+    // thread, so each lookup would bounce their cache lines between cores.
+
     @inline(__always)
     func find(_ key: UnsafeRawBufferPointer) -> Value? {
         let h = ByteHash.hash(key)
-        let shard = shards[shardIndex(h)]
-        guard let e = shard.find(h, { ByteHash.equal($0, key) }) else { return nil }
-        return shard.values[e]
+        let s = shardIndex(h)
+        return shards.withUnsafeBufferPointer { shards in
+            guard let e = shards[s].find(h, { ByteHash.equal($0, key) }) else { return nil }
+            return shards[s].values[e]
+        }
     }
 
     @inline(__always)
     func find(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Value? {
         let h = ByteHash.hash(a, b)
-        let shard = shards[shardIndex(h)]
-        guard let e = shard.find(h, { ByteHash.equal($0, a, b) }) else { return nil }
-        return shard.values[e]
+        let s = shardIndex(h)
+        return shards.withUnsafeBufferPointer { shards in
+            guard let e = shards[s].find(h, { ByteHash.equal($0, a, b) }) else { return nil }
+            return shards[s].values[e]
+        }
+    }
+
+    /// Whether `key` is present, without copying its value.
+    @inline(__always)
+    func contains(_ key: UnsafeRawBufferPointer) -> Bool {
+        let h = ByteHash.hash(key)
+        let s = shardIndex(h)
+        return shards.withUnsafeBufferPointer { $0[s].find(h, { ByteHash.equal($0, key) }) != nil }
     }
 
     // MARK: Lookup and update by String (building)
