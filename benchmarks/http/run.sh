@@ -34,6 +34,7 @@ BASE_PORT=18283
 command -v wrk >/dev/null || { echo "wrk is missing (Debian: apt-get install wrk)" >&2; exit 1; }
 
 PIDS=()
+declare -A PID_OF
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -70,12 +71,14 @@ start_authz() { # binary port name
         --threads "$THREADS" --store "$WORK/$3.sqlite" --data "$WORK/data.jsonl" \
         2>"$WORK/$3.log" &
     PIDS+=($!)
+    PID_OF[$3]=$!
     wait_ready "$2" 120
 }
 
 echo "== start" >&2
 "$WORK/ceiling" "$CEILING_PORT" "$THREADS" 2>"$WORK/ceiling.log" &
 PIDS+=($!)
+PID_OF[ceiling]=$!
 start_authz "$AUTHZ" "$AUTHZ_PORT" authz
 SERVERS="ceiling:$CEILING_PORT authz:$AUTHZ_PORT"
 if [[ -n "${BASELINE:-}" ]]; then
@@ -99,14 +102,22 @@ echo "query mix (first 1000): $mix" >&2
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
+# CPU time (user + system, clock ticks) the process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 drive() { # round name port script conns
-    local out
+    local out pid="${PID_OF[$2]}" before after
+    before=$(cpu_ticks "$pid")
     out=$(wrk -t $(( $5 < 2 ? $5 : 2 )) -c "$5" -d "$DURATION" --latency -s "$HERE/$4" "http://127.0.0.1:$3" -- "$QUERIES" | grep '^RESULT')
-    echo "$1 $2 $4 $5 ${out#RESULT }" | tee -a "$RESULTS" >&2
+    after=$(cpu_ticks "$pid")
+    # Server CPU per request, in microseconds: steadier than requests/s on a shared machine.
+    set -- "$1" "$2" "$3" "$4" "$5" ${out#RESULT }
+    local cpu_us
+    cpu_us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$9" 'BEGIN { printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0) }')
+    echo "$1 $2 $4 $5 ${out#RESULT } $cpu_us" | tee -a "$RESULTS" >&2
     sleep 1
 }
 
-echo "== measure: $ROUNDS rounds of $DURATION each (round server script conns req/s p50us p99us n errors non2xx)" >&2
+echo "== measure: $ROUNDS rounds of $DURATION each (round server script conns req/s p50us p99us n errors non2xx server-cpu-us/req)" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for c in $CONNS; do
         # Alternate the order from round to round so neither server always goes first.
@@ -128,19 +139,19 @@ python3 - "$RESULTS" <<'PY'
 import sys, statistics, collections
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    r, server, script, conns, rps, p50, p99, n, errors, non2xx = line.split()
-    rows[(server, script, int(conns))].append((float(rps), float(p50), float(p99), int(errors), int(non2xx)))
+    r, server, script, conns, rps, p50, p99, n, errors, non2xx, cpu = line.split()
+    rows[(server, script, int(conns))].append((float(rps), float(p50), float(p99), int(errors), int(non2xx), float(cpu)))
 med = lambda xs: statistics.median(xs)
 def stat(key):
     v = rows.get(key)
     if not v: return None
     return (med([x[0] for x in v]), med([x[1] for x in v]), med([x[2] for x in v]),
-            sum(x[3] for x in v), sum(x[4] for x in v), [x[0] for x in v])
+            sum(x[3] for x in v), sum(x[4] for x in v), [x[0] for x in v], med([x[5] for x in v]))
 ms = lambda us: f"{us / 1000:.3f} ms"
 servers = [s for s in ("authz", "baseline") if any(k[0] == s for k in rows)]
 print("GET /v1/check (random queries), requests/s and latency, medians:\n")
-print("| conns | server | requests/s | p50 | p99 | authz/ceiling | runs (req/s) | errors / non-2xx |")
-print("|---:|---|---:|---:|---:|---:|---|---|")
+print("| conns | server | requests/s | p50 | p99 | authz/ceiling | server CPU/request | runs (req/s) | errors / non-2xx |")
+print("|---:|---|---:|---:|---:|---:|---:|---|---|")
 for c in sorted({k[2] for k in rows if k[1] == "check.lua"}):
     ceil = stat(("ceiling", "check.lua", c))
     for s in ["ceiling"] + servers:
@@ -148,10 +159,10 @@ for c in sorted({k[2] for k in rows if k[1] == "check.lua"}):
         if not st: continue
         ratio = "" if s == "ceiling" else f"{st[0] / ceil[0] * 100:.0f}%"
         runs = ", ".join(f"{x:.0f}" for x in st[5])
-        print(f"| {c} | {s} | {st[0]:.0f} | {ms(st[1])} | {ms(st[2])} | {ratio} | {runs} | {st[3]} / {st[4]} |")
+        print(f"| {c} | {s} | {st[0]:.0f} | {ms(st[1])} | {ms(st[2])} | {ratio} | {st[6]:.1f} µs | {runs} | {st[3]} / {st[4]} |")
 print("\nPOST routes (decisions/s = requests/s x checks per request; ratio to the ceiling's GET requests/s at the same connections):\n")
-print("| route | conns | server | requests/s | decisions/s | p50 | p99 | decisions/ceiling req | errors / non-2xx |")
-print("|---|---:|---|---:|---:|---:|---:|---:|---|")
+print("| route | conns | server | requests/s | decisions/s | p50 | p99 | decisions/ceiling req | server CPU/request | errors / non-2xx |")
+print("|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
 for script, route, per in (("check_post.lua", "POST /v1/check", 1), ("check_batch.lua", "POST /v1/check/batch (100)", 100)):
     for c in sorted({k[2] for k in rows if k[1] == script}):
         ceil = stat(("ceiling", "check.lua", c))
@@ -159,5 +170,5 @@ for script, route, per in (("check_post.lua", "POST /v1/check", 1), ("check_batc
             st = stat((s, script, c))
             if not st: continue
             ratio = f"{st[0] * per / ceil[0] * 100:.0f}%" if ceil else ""
-            print(f"| {route} | {c} | {s} | {st[0]:.0f} | {st[0] * per:.0f} | {ms(st[1])} | {ms(st[2])} | {ratio} | {st[3]} / {st[4]} |")
+            print(f"| {route} | {c} | {s} | {st[0]:.0f} | {st[0] * per:.0f} | {ms(st[1])} | {ms(st[2])} | {ratio} | {st[6]:.1f} µs | {st[3]} / {st[4]} |")
 PY
