@@ -69,6 +69,10 @@ struct ByteMap<Value: Sendable>: Sendable {
         return (s, e)
     }
 
+    // The shard is read in place, through the array's buffer, never copied: a copy would
+    // retain its four arrays, and those reference counts are shared by every request
+    // thread, so each lookup would bounce their cache lines between cores.
+
     @inline(__always)
     func find(_ key: UnsafeRawBufferPointer) -> Value? {
         guard let (s, e) = locate(ByteHash.hash(key), { ByteHash.equal($0, key) }) else { return nil }
@@ -93,6 +97,12 @@ struct ByteMap<Value: Sendable>: Sendable {
     func withValue<R>(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ body: (borrowing Value) -> R) -> R? {
         guard let (s, e) = locate(ByteHash.hash(a, b), { ByteHash.equal($0, a, b) }) else { return nil }
         return body(shards[s].values[e])
+    }
+
+    /// Whether `key` is present, without copying its value.
+    @inline(__always)
+    func contains(_ key: UnsafeRawBufferPointer) -> Bool {
+        locate(ByteHash.hash(key), { ByteHash.equal($0, key) }) != nil
     }
 
     // MARK: Lookup and update by String (building)

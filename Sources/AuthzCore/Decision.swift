@@ -31,7 +31,10 @@ public enum Reason: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     public var allows: Bool { rawValue <= Reason.invitee.rawValue }
 
     /// The stable snake_case code.
-    public var code: String {
+    public var code: String { staticCode.description }
+
+    /// The code as a literal, for writers that copy bytes.
+    public var staticCode: StaticString {
         switch self {
         case .owner: "owner"
         case .membership: "membership"

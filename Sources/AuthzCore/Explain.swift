@@ -1,73 +1,167 @@
-/// Human messages for decisions. Off the hot path: a decision carries indices; this turns
-/// them into names.
+/// Human messages for decisions. Off the decision path: a decision carries indices; this turns
+/// them into names. The byte form allocates nothing, so an HTTP answer can carry its message
+/// at the cost of a few copies.
 extension Directory {
     /// A sentence saying why `decision` was made for `request` (lowercase, no final period,
     /// user input in backticks).
     public func explain(_ decision: Decision, for request: CheckRequest) -> String {
+        var text = ""
+        withBytes(request.subject) { s in
+            withBytes(request.resource) { r in
+                withBytes(request.org) { o in
+                    explain(decision, subject: s, resource: r, org: o) { text += String(decoding: $0, as: UTF8.self) }
+                }
+            }
+        }
+        return text
+    }
+
+    /// The same sentence, handed piece by piece (UTF-8, in order) to `append`, for a request
+    /// given as the bytes of its (already validated) subject, resource and org. A server
+    /// appends the pieces straight into its answer, escaping as its format needs.
+    public func explain(
+        _ decision: Decision, subject: UnsafeRawBufferPointer, resource: UnsafeRawBufferPointer,
+        org: UnsafeRawBufferPointer, into append: (UnsafeRawBufferPointer) -> Void
+    ) {
+        let m = MessageWriter()
+        func put(_ s: StaticString) { m.put(s, append) }
+        func quoted(_ b: UnsafeRawBufferPointer) { m.quoted(b, append) }
+        func quoted(_ s: String) { m.quoted(s, append) }
         let action = policy.actions[Int(decision.action)]
-        let what = "`\(action.name)` on `\(policy.resourceTypes[action.resourceType])`"
-        let subject = "`\(request.subject)`"
-        let org = "org `\(request.org)`"
-        let permission = decision.permission >= 0 ? "`\(policy.permissions[Int(decision.permission)])`" : ""
-        let target = request.resource.split(separator: ":", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+        // The resource's id: what follows its first colon (a decided request has one).
+        let target = resource.firstIndex(of: 0x3A).map { UnsafeRawBufferPointer(rebasing: resource[($0 + 1)...]) }
+            ?? UnsafeRawBufferPointer(start: nil, count: 0)
+        func what() {
+            quoted(action.name)
+            put(" on ")
+            quoted(policy.resourceTypes[action.resourceType])
+        }
+        func subj() { quoted(subject) }
+        func inOrg() {
+            put("org ")
+            quoted(org)
+        }
+        func permission() {
+            if decision.permission >= 0 { quoted(policy.permissions[Int(decision.permission)]) }
+        }
         switch decision.reason {
         case .owner:
-            return "\(subject) is an owner of \(org)"
+            subj(); put(" is an owner of "); inOrg()
         case .membership:
-            return "\(subject) is a member of \(org), which is all \(what) requires"
+            subj(); put(" is a member of "); inOrg(); put(", which is all "); what(); put(" requires")
         case .assignment, .apiKey:
-            let grantedBy = grantingNames(decision, request: request)
-            let via = grantedBy.isEmpty ? "" : " through \(grantedBy.map { "`\($0)`" }.joined(separator: ", "))"
             if decision.reason == .apiKey {
-                return "api key \(subject) holds \(permission), and so does its user\(via)"
+                put("api key "); subj(); put(" holds "); permission(); put(", and so does its user")
+            } else {
+                subj(); put(" holds "); permission()
             }
-            return "\(subject) holds \(permission)\(via)"
+            writeGranting(decision, subject: subject, org: org, into: append)
         case .invitee:
-            return "\(subject) is the invitee of invitation `\(target)`"
+            subj(); put(" is the invitee of invitation "); quoted(target)
         case .unknownKey:
-            return "api key \(subject) does not exist"
+            put("api key "); subj(); put(" does not exist")
         case .keyExpired:
-            return "api key \(subject) has expired"
+            put("api key "); subj(); put(" has expired")
         case .keyWrongOrg:
-            return "api key \(subject) does not belong to \(org)"
+            put("api key "); subj(); put(" does not belong to "); inOrg()
         case .sessionOnly:
-            return "\(what) needs a signed-in user's session, not an api key"
+            what(); put(" needs a signed-in user's session, not an api key")
         case .notMember:
-            if orgs[request.org] == nil { return "\(org) does not exist" }
-            return "\(subject) is not a member of \(org)"
-        case .notInvitee:
-            return "\(subject) is not the invitee of a pending, unexpired invitation `\(target)` of \(org) with a verified email"
-        case .ownerRequired:
-            return "\(what) requires an owner of \(org)"
-        case .missingPermission:
-            guard case .anyOf(let set) = action.requirement, set.count > 1 else {
-                return "\(what) requires \(permission), which \(subject) does not hold in \(org)"
+            if !orgs.contains(org) {
+                inOrg(); put(" does not exist")
+            } else {
+                subj(); put(" is not a member of "); inOrg()
             }
-            let names = policy.names(of: set).map { "`\($0)`" }.joined(separator: " or ")
-            return "\(what) requires \(names), and \(subject) holds none of them in \(org)"
+        case .notInvitee:
+            subj(); put(" is not the invitee of a pending, unexpired invitation "); quoted(target)
+            put(" of "); inOrg(); put(" with a verified email")
+        case .ownerRequired:
+            what(); put(" requires an owner of "); inOrg()
+        case .missingPermission:
+            if case .anyOf(let set) = action.requirement, set.count > 1 {
+                what(); put(" requires ")
+                var first = true
+                var bits = set.bits
+                while bits != 0 {
+                    if !first { put(" or ") }
+                    first = false
+                    quoted(policy.permissions[bits.trailingZeroBitCount])
+                    bits &= bits - 1
+                }
+                put(", and "); subj(); put(" holds none of them in "); inOrg()
+            } else {
+                what(); put(" requires "); permission(); put(", which "); subj(); put(" does not hold in "); inOrg()
+            }
         case .personalOrg:
-            return "\(org) is a personal organization"
+            inOrg(); put(" is a personal organization")
         case .orgSuspended:
-            return "\(org) is suspended"
+            inOrg(); put(" is suspended")
         case .selfUpdate:
-            return "a member cannot change their own access"
+            put("a member cannot change their own access")
         case .lastOwner:
-            return "`\(action.target == .subject ? request.subject : target)` is the only owner of \(org)"
+            quoted(action.target == .subject ? subject : target); put(" is the only owner of "); inOrg()
         case .notKeyOwner:
-            return "api key `\(target)` is not \(subject)'s own key in \(org), and only an owner may act on others' keys"
+            put("api key "); quoted(target); put(" is not "); subj(); put("'s own key in "); inOrg()
+            put(", and only an owner may act on others' keys")
         }
     }
 
-    /// The assignments (global, then custom) of the subject's user that hold the granting permission.
-    private func grantingNames(_ decision: Decision, request: CheckRequest) -> [String] {
-        var names = policy.assignmentNames(mask: decision.grantingAssignments)
-        let parts = request.subject.split(separator: ":", maxSplits: 1).map(String.init)
-        guard decision.permission >= 0, parts.count == 2 else { return names }
-        let user = parts[0] == "api_key" ? keys[parts[1]]?.user : parts[1]
-        guard let user, let m = members[request.org, user] else { return names }
-        for c in m.customRoles where roles[request.org, c]?.mask.contains(index: Int(decision.permission)) == true {
-            names.append(c)
+    /// ` through `a`, `b``: the assignments (global, then the org's custom roles) of the
+    /// subject's user that hold the granting permission; nothing when there are none.
+    private func writeGranting(
+        _ decision: Decision, subject: UnsafeRawBufferPointer, org: UnsafeRawBufferPointer,
+        into append: (UnsafeRawBufferPointer) -> Void
+    ) {
+        let m = MessageWriter()
+        var count = 0
+        func name(_ b: UnsafeRawBufferPointer) {
+            m.put(count == 0 ? " through " : ", ", append)
+            count += 1
+            m.quoted(b, append)
         }
-        return names
+        var global = decision.grantingAssignments
+        while global != 0 {
+            let i = global.trailingZeroBitCount
+            global &= global - 1
+            if i < policy.assignments.count { withBytes(policy.assignments[i].name) { name($0) } }
+        }
+        guard decision.permission >= 0, let colon = subject.firstIndex(of: 0x3A), colon > 0, colon < subject.count - 1 else {
+            return
+        }
+        let kind = UnsafeRawBufferPointer(rebasing: subject[..<colon])
+        let id = UnsafeRawBufferPointer(rebasing: subject[(colon + 1)...])
+        let member: MemberEntry?
+        if bytesEqual(kind, "api_key") {
+            guard let key = keys.find(id) else { return }
+            member = withBytes(key.user) { members.find(org, $0) }
+        } else {
+            member = members.find(org, id)
+        }
+        guard let member else { return }
+        for c in member.customRoles {
+            withBytes(c) { role in
+                if roles.find(org, role)?.mask.contains(index: Int(decision.permission)) == true { name(role) }
+            }
+        }
+    }
+}
+
+/// Puts literals, names and request bytes into a message, with backticks around names and input.
+struct MessageWriter {
+    @inline(__always)
+    func put(_ s: StaticString, _ append: (UnsafeRawBufferPointer) -> Void) {
+        append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    @inline(__always)
+    func quoted(_ b: UnsafeRawBufferPointer, _ append: (UnsafeRawBufferPointer) -> Void) {
+        put("`", append)
+        append(b)
+        put("`", append)
+    }
+
+    @inline(__always)
+    func quoted(_ s: String, _ append: (UnsafeRawBufferPointer) -> Void) {
+        withBytes(s) { quoted($0, append) }
     }
 }

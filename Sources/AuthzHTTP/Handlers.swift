@@ -9,7 +9,10 @@ extension Engine {
 
     func get(_ route: Route, _ c: Connection) -> (Int, [UInt8], StaticString) {
         switch route {
-        case .check: let a = checkQuery(c); return (a.status, a.body, "application/json")
+        case .check:
+            var w = JSONWriter(capacity: 256)
+            let status = checkQuery(c, into: &w)
+            return (status, w.bytes, "application/json")
         case .permissions: let a = permissions(c); return (a.status, a.body, "application/json")
         case .subjects: let a = subjects(c); return (a.status, a.body, "application/json")
         case .healthz: return (200, Array("{\"status\":\"ok\"}\n".utf8), "application/json")
@@ -38,37 +41,38 @@ extension Engine {
     // MARK: /v1/check
 
     /// The hot path: the four query arguments go as bytes, straight from libmicrohttpd's
-    /// decoded query, into the allocation-free `check`; the answer is written by hand.
-    func checkQuery(_ c: Connection) -> Answer {
-        store.withCurrent { snapshot -> Answer in
-            guard snapshot.ready else { return (503, HTTPError.notReady.body) }
-            guard let subject = c.query("subject") else { return missing("subject") }
-            guard let action = c.query("action") else { return missing("action") }
-            guard let resource = c.query("resource") else { return missing("resource") }
-            guard let org = c.query("org") else { return missing("org") }
+    /// decoded query, into the allocation-free `check`; the answer, message included, is
+    /// written by hand into `w` (a reused buffer) and its status returned.
+    func checkQuery(_ c: Connection, into w: inout JSONWriter) -> Int {
+        store.withCurrent { snapshot -> Int in
+            func fail(_ a: Answer) -> Int {
+                w.bytes.append(contentsOf: a.body)
+                return a.status
+            }
+            guard snapshot.ready else { return fail((503, HTTPError.notReady.body)) }
+            guard let subject = c.query("subject") else { return fail(missing("subject")) }
+            guard let action = c.query("action") else { return fail(missing("action")) }
+            guard let resource = c.query("resource") else { return fail(missing("resource")) }
+            guard let org = c.query("org") else { return fail(missing("org")) }
             if let raw = c.query("min_revision") {
                 guard let wanted = parseLength(raw).map(UInt64.init) else {
-                    return (400, HTTPError.invalidParameter("min_revision `\(string(raw))` must be a non-negative integer").body)
+                    return fail((400, HTTPError.invalidParameter("min_revision `\(string(raw))` must be a non-negative integer").body))
                 }
-                if snapshot.revision < wanted { return stale(snapshot, wanted) }
+                if snapshot.revision < wanted { return fail(stale(snapshot, wanted)) }
             }
             let directory = snapshot.directory
             let decision: Decision
             do throws(CheckError) {
                 decision = try directory.check(subject: subject, action: action, resource: resource, org: org, now: Engine.now())
             } catch {
-                return (400, HTTPError(error).body)
+                return fail((400, HTTPError(error).body))
             }
-            let request = CheckRequest(
-                subject: String(decoding: subject, as: UTF8.self), action: String(decoding: action, as: UTF8.self),
-                resource: String(decoding: resource, as: UTF8.self), org: String(decoding: org, as: UTF8.self))
-            var w = JSONWriter(capacity: 256)
             w.byte(0x7B)
-            writeDecision(decision, request, directory, into: &w)
+            writeDecision(decision, subject: subject, resource: resource, org: org, directory, into: &w)
             w.raw(",\"revision\":")
             w.int(snapshot.revision)
             w.raw("}\n")
-            return (200, w.bytes)
+            return 200
         }
     }
 

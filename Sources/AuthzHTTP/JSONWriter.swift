@@ -6,6 +6,12 @@ struct JSONWriter {
 
     init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
 
+    /// Writes after the end of `bytes` (emptied, its capacity kept): a reused buffer.
+    init(reusing buffer: consuming [UInt8]) {
+        buffer.removeAll(keepingCapacity: true)
+        bytes = buffer
+    }
+
     @inline(__always)
     mutating func raw(_ s: StaticString) {
         s.withUTF8Buffer { bytes.append(contentsOf: $0) }
@@ -23,6 +29,13 @@ struct JSONWriter {
     /// copied as they are (callers pass text already validated by `String`).
     mutating func string(bytes value: UnsafeRawBufferPointer) {
         bytes.append(0x22)
+        stringContent(value)
+        bytes.append(0x22)
+    }
+
+    /// The inside of a JSON string: `value` escaped, without the quotes (a string written in
+    /// pieces, such as a decision's message).
+    mutating func stringContent(_ value: UnsafeRawBufferPointer) {
         var start = 0
         for i in 0..<value.count {
             let c = value[i]
@@ -42,7 +55,6 @@ struct JSONWriter {
             start = i + 1
         }
         if start < value.count { bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: value[start...])) }
-        bytes.append(0x22)
     }
 
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)

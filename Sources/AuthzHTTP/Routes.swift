@@ -45,7 +45,8 @@ enum Route: Int, CaseIterable, Sendable {
     enum Guard { case none, check, admin }
 
     /// Every served route, for the OpenAPI test.
-    static var served: [Route] { allCases.filter { $0 != .unmatched } }
+    /// Made once: `match` runs for every request.
+    static let served: [Route] = allCases.filter { $0 != .unmatched }
 
     /// The route of a NUL-terminated path, compared without building a String.
     static func match(_ url: UnsafePointer<CChar>) -> Route {
