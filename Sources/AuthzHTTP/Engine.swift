@@ -110,6 +110,24 @@ final class Engine: Sendable {
     /// The body is complete.
     func finish(_ state: RequestState, _ c: Connection) -> Bool {
         if state.dropped > 0 { return send(c, state.route, state.start, tooLarge(state.route)) }
+        if state.route == .sync {
+            // Seconds of work for a large batch: run it on another thread with the connection
+            // suspended, so this pool thread keeps answering its other connections.
+            if let answer = state.answer {
+                return send(c, .sync, state.start, status: answer.status, body: answer.body, contentType: "application/json")
+            }
+            guard !state.working else { return true }
+            state.working = true
+            let parameters = SyncParameters(mode: c.query("mode").map(string), ifRevision: c.query("if_revision").map(string))
+            let body = state.body
+            state.body = []
+            let suspended = c.suspend()
+            Thread.detachNewThread { [self] in
+                state.answer = sync(body, parameters)
+                suspended.resume()
+            }
+            return true
+        }
         let (status, body) = post(state.route, body: state.body, c)
         return send(c, state.route, state.start, status: status, body: body, contentType: "application/json")
     }

@@ -30,7 +30,6 @@ extension Engine {
         switch route {
         case .check: return checkBody(body)
         case .checkBatch: return batch(body)
-        case .sync: return sync(body, c)
         case .policyReload: return reload()
         default:
             let e = HTTPError.notFound(route.label)

@@ -5,10 +5,14 @@ internal import CMicroHTTPD
 /// the first call for a POST, passed to libmicrohttpd with `passRetained` as the
 /// connection's `con_cls`, released in `requestCompleted`, which libmicrohttpd calls for
 /// every request it handed to `access`, finished or aborted.
-final class RequestState {
+final class RequestState: @unchecked Sendable {
     let route: Route
     let start: ContinuousClock.Instant
     var body: [UInt8] = []
+    /// For work run off the pool thread (a sync): set while it runs, then its answer. Written
+    /// by the worker before it resumes the connection, read on the pool thread after.
+    var working = false
+    var answer: (status: Int, body: [UInt8])?
     /// Bytes beyond the limit that were read and dropped (the answer will be 413).
     var dropped = 0
     init(route: Route, start: ContinuousClock.Instant) {
@@ -111,6 +115,12 @@ struct Connection {
     @inline(__always)
     func header(_ name: StaticString) -> UnsafeRawBufferPointer? { lookup(.HEADER_KIND, name) }
 
+    /// Suspends the connection (no more callbacks, no timeout) until `SuspendedConnection.resume`.
+    func suspend() -> SuspendedConnection {
+        MHD_suspend_connection(raw)
+        return SuspendedConnection(raw: raw)
+    }
+
     /// Queues the response (libmicrohttpd copies `body`).
     func respond(status: Int, body: [UInt8], contentType: StaticString, header: (name: String, value: String)?, close: Bool) -> Bool {
         let result: MHD_Result = body.withUnsafeBytes { b in
@@ -130,4 +140,11 @@ struct Connection {
         }
         return result == .YES
     }
+}
+
+/// A suspended connection, to be resumed from any thread; libmicrohttpd then calls the access
+/// handler again for it.
+struct SuspendedConnection: @unchecked Sendable {
+    let raw: OpaquePointer
+    func resume() { MHD_resume_connection(raw) }
 }

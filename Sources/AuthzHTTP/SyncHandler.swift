@@ -6,24 +6,30 @@ import Logging
 import Synchronization
 
 /// `POST /v1/sync`: JSON Lines in, all or nothing, answered only after the commit is durable.
+/// The query of a `/v1/sync`, read on the pool thread before the work moves off it.
+struct SyncParameters: Sendable {
+    var mode: String?
+    var ifRevision: String?
+}
+
 extension Engine {
-    func sync(_ body: [UInt8], _ c: Connection) -> Answer {
+    func sync(_ body: [UInt8], _ parameters: SyncParameters) -> Answer {
         guard let writer = membership.withLock({ $0 }) else {
             return (503, HTTPError(status: 503, code: "not_ready", message: "the membership store is not open yet").body)
         }
         var mode = MembershipSync.Mode.apply
-        if let raw = c.query("mode") {
-            guard let m = MembershipSync.Mode(rawValue: string(raw)) else {
-                return (400, HTTPError.invalidParameter("mode `\(string(raw))` must be `apply` or `replace`").body)
+        if let raw = parameters.mode {
+            guard let m = MembershipSync.Mode(rawValue: raw) else {
+                return (400, HTTPError.invalidParameter("mode `\(raw)` must be `apply` or `replace`").body)
             }
             mode = m
         }
         var ifRevision: Int64?
-        if let raw = c.query("if_revision") {
-            guard let n = parseLength(raw), n != Int.max else {
-                return (400, HTTPError.invalidParameter("if_revision `\(string(raw))` must be a non-negative integer").body)
+        if let raw = parameters.ifRevision {
+            guard let n = Int64(raw), n >= 0 else {
+                return (400, HTTPError.invalidParameter("if_revision `\(raw)` must be a non-negative integer").body)
             }
-            ifRevision = Int64(n)
+            ifRevision = n
         }
         let decodeStart = ContinuousClock.now
         let decoded = RecordCodec.decodeLines(Data(body))

@@ -49,7 +49,9 @@ static int authz_mhd_listen_socket(const char *host, uint16_t port, char *error,
 struct MHD_Daemon *authz_mhd_start(const authz_mhd_config *c, char *error, size_t error_size) {
     int fd = authz_mhd_listen_socket(c->host, c->port, error, error_size);
     if (fd < 0) return NULL;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
+    // MHD_ALLOW_SUSPEND_RESUME: a sync (seconds for a large replace) is run off the pool thread
+    // with its connection suspended, so the other connections of that thread keep answering.
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     unsigned int threads = c->threads > 0 ? c->threads : 1;
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL,
