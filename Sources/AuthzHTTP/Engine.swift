@@ -1,5 +1,6 @@
 import AuthzCore
 import AuthzStore
+internal import CAuthzMHD
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -123,6 +124,8 @@ final class Engine: Sendable {
             state.body = []
             let suspended = c.suspend()
             Thread.detachNewThread { [self] in
+                // Below the pool threads: a large sync must not take the cores from checks.
+                authz_lower_thread_priority(10)
                 state.answer = sync(body, parameters)
                 suspended.resume()
             }

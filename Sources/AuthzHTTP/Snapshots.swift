@@ -1,4 +1,5 @@
 import AuthzCore
+import Dispatch
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -44,6 +45,8 @@ final class SnapshotStore: Sendable {
     private let published: Mutex<Snapshot>
     private let writer = Mutex<Void>(())
     private let key: pthread_key_t
+    /// Where replaced snapshots are released, off the request threads.
+    static let reclaimer = DispatchQueue(label: "authz.snapshot-reclaimer", qos: .background)
 
     /// A thread's cached snapshot. Touched only by its own thread.
     private final class ThreadCache {
@@ -79,7 +82,13 @@ final class SnapshotStore: Sendable {
             let hit = cache._withUnsafeGuaranteedRef { $0.snapshot.generation == wanted }
             if hit { return try cache._withUnsafeGuaranteedRef { try body($0.snapshot) } }
             let fresh = published.withLock { $0 }
-            cache._withUnsafeGuaranteedRef { $0.snapshot = fresh }
+            let previous = cache._withUnsafeGuaranteedRef { c in
+                defer { c.snapshot = fresh }
+                return c.snapshot
+            }
+            // The last reference to an old directory may be this one: freeing a million
+            // entries would stall this request thread, so the release happens elsewhere.
+            SnapshotStore.reclaimer.async { withExtendedLifetime(previous) {} }
             return try body(fresh)
         }
         let fresh = published.withLock { $0 }

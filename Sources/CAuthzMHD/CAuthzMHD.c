@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 
 static int authz_mhd_listen_socket(const char *host, uint16_t port, char *error, size_t error_size) {
     struct addrinfo hints, *found = NULL;
@@ -118,4 +120,14 @@ const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKi
     }
     *value_size = size;
     return value;
+}
+
+// Linux nice values are per thread; Swift cannot call gettid(2) portably (SYS_gettid is a
+// macro). Lowers the calling thread's priority, for background work such as a large sync.
+void authz_lower_thread_priority(int nice_value) {
+#ifdef __linux__
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_value);
+#else
+    (void)nice_value;
+#endif
 }

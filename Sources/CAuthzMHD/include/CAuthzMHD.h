@@ -66,6 +66,10 @@ enum MHD_Result authz_mhd_respond(struct MHD_Connection *connection, unsigned in
 const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKind kind,
                              const char *key, size_t key_size, size_t *value_size);
 
+/// Lowers the calling thread's priority (Linux nice value, per thread): background work such
+/// as a large sync must not take the cores from the request threads.
+void authz_lower_thread_priority(int nice_value);
+
 #ifdef __cplusplus
 }
 #endif
