@@ -100,7 +100,33 @@ public struct Directory: Sendable {
 
     /// Builds a directory from records, in order.
     public static func build(_ records: [LocatedRecord], policy: CompiledPolicy) throws(DataErrors) -> Directory {
-        try Directory(policy: policy).applying(records).directory
+        var empty = Directory(policy: policy)
+        empty.reserve(for: records)
+        return try empty.applying(records).directory
+    }
+
+    /// Sizes the maps for `records`, so that a large build rebuilds no table as it grows.
+    private mutating func reserve(for records: [LocatedRecord]) {
+        guard records.count > 10_000 else { return }
+        var n = (orgs: 0, users: 0, members: 0, roles: 0, keys: 0, invitations: 0)
+        var bytes = n
+        for located in records {
+            switch located.record {
+            case .org(let r): n.orgs += 1; bytes.orgs += r.id.utf8.count
+            case .user(let r): n.users += 1; bytes.users += r.id.utf8.count
+            case .member(let r): n.members += 1; bytes.members += r.org.utf8.count + 1 + r.user.utf8.count
+            case .role(let r): n.roles += 1; bytes.roles += r.org.utf8.count + 1 + r.id.utf8.count
+            case .apiKey(let r): n.keys += 1; bytes.keys += r.id.utf8.count
+            case .invitation(let r): n.invitations += 1; bytes.invitations += r.id.utf8.count
+            case .delete: break
+            }
+        }
+        orgs.reserve(n.orgs, keyBytes: bytes.orgs)
+        users.reserve(n.users, keyBytes: bytes.users)
+        members.reserve(n.members, keyBytes: bytes.members)
+        roles.reserve(n.roles, keyBytes: bytes.roles)
+        keys.reserve(n.keys, keyBytes: bytes.keys)
+        invitations.reserve(n.invitations, keyBytes: bytes.invitations)
     }
 
     /// Validates `batch` record by record against the state so far and applies it. Either every
@@ -242,8 +268,7 @@ public struct Directory: Sendable {
             } else {
                 for a in policy.assignments where mask & (1 << UInt64(a.index)) != 0 { base.formUnion(a.permissions) }
             }
-            let key = ByteMap<MemberEntry>.key(r.org, r.user)
-            let old = members.upsert(key, MemberEntry(role: kind, assignments: r.assignments, globalMask: mask, base: base, customRoles: custom))
+            let old = members.upsert(r.org, r.user, MemberEntry(role: kind, assignments: r.assignments, globalMask: mask, base: base, customRoles: custom))
             if let old { unlink(member: old, org: r.org) }
             link(role: kind, customRoles: custom, org: r.org)
 
@@ -285,7 +310,7 @@ public struct Directory: Sendable {
                 assignments: r.assignments, customRoles: custom, status: r.status, open: statusIndex == 0,
                 expiresAt: r.expiresAt))
             if let old { unlink(invitation: old) }
-            for c in custom { roles.update(ByteMap<RoleEntry>.key(r.org, c)) { $0.invited += 1 } }
+            for c in custom { roles.update(r.org, c) { $0.invited += 1 } }
 
         case .delete(let key):
             try delete(key)
@@ -297,7 +322,7 @@ public struct Directory: Sendable {
             $0.memberCount += 1
             if role == .owner { $0.ownerCount += 1 }
         }
-        for c in customRoles { roles.update(ByteMap<RoleEntry>.key(org, c)) { $0.assigned += 1 } }
+        for c in customRoles { roles.update(org, c) { $0.assigned += 1 } }
     }
 
     private mutating func unlink(member: MemberEntry, org: String) {
@@ -305,11 +330,11 @@ public struct Directory: Sendable {
             $0.memberCount -= 1
             if member.role == .owner { $0.ownerCount -= 1 }
         }
-        for c in member.customRoles { roles.update(ByteMap<RoleEntry>.key(org, c)) { $0.assigned -= 1 } }
+        for c in member.customRoles { roles.update(org, c) { $0.assigned -= 1 } }
     }
 
     private mutating func unlink(invitation: InvitationEntry) {
-        for c in invitation.customRoles { roles.update(ByteMap<RoleEntry>.key(invitation.org, c)) { $0.invited -= 1 } }
+        for c in invitation.customRoles { roles.update(invitation.org, c) { $0.invited -= 1 } }
     }
 
     private mutating func delete(_ key: RecordKey) throws(RecordError) {
@@ -318,24 +343,23 @@ public struct Directory: Sendable {
             guard orgs.remove(id) != nil else { return }
             // Ids compare as bytes, as the maps do: `String`'s `==` and `hasPrefix` would also
             // match another id that is only canonically equivalent (`é` and `e` + U+0301).
-            let prefix = id + String(decoding: [ByteMap<MemberEntry>.separator], as: UTF8.self)
-            _ = members.removeAll { k, _ in k.utf8.starts(with: prefix.utf8) }
-            _ = roles.removeAll { k, _ in k.utf8.starts(with: prefix.utf8) }
+            let prefix = Array(id.utf8) + [ByteMap<MemberEntry>.separator]
+            _ = members.removeAll { k, _ in k.starts(with: prefix) }
+            _ = roles.removeAll { k, _ in k.starts(with: prefix) }
             _ = keys.removeAll { _, k in k.org.utf8.elementsEqual(id.utf8) }
             _ = invitations.removeAll { _, i in i.org.utf8.elementsEqual(id.utf8) }
 
         case .user(let id):
             users.remove(id)
-            let suffix = String(decoding: [ByteMap<MemberEntry>.separator], as: UTF8.self) + id
+            let suffix = [ByteMap<MemberEntry>.separator] + Array(id.utf8)
             let removed = members.removeAll { k, _ in
-                k.utf8.reversed().starts(with: suffix.utf8.reversed())
-                    && ByteMap<MemberEntry>.parts(k).1.utf8.elementsEqual(id.utf8)
+                k.count >= suffix.count && UnsafeRawBufferPointer(rebasing: k[(k.count - suffix.count)...]).elementsEqual(suffix)
             }
             for (k, m) in removed { unlink(member: m, org: ByteMap<MemberEntry>.parts(k).0) }
             _ = keys.removeAll { _, k in k.user.utf8.elementsEqual(id.utf8) }
 
         case .member(let org, let user):
-            if let old = members.remove(ByteMap<MemberEntry>.key(org, user)) { unlink(member: old, org: org) }
+            if let old = members.remove(org, user) { unlink(member: old, org: org) }
 
         case .role(let org, let id):
             guard let role = roles[org, id] else { return }
@@ -353,15 +377,6 @@ public struct Directory: Sendable {
         case .invitation(let id):
             if let old = invitations.remove(id) { unlink(invitation: old) }
         }
-    }
-}
-
-extension ByteMap {
-    /// Changes the value under `key` in place, if there is one.
-    mutating func update(_ key: String, _ body: (inout Value) -> Void) {
-        guard var v = self[key] else { return }
-        body(&v)
-        upsert(key, v)
     }
 }
 
