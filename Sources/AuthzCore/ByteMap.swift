@@ -89,7 +89,10 @@ struct ByteMap<Value: Sendable>: Sendable {
     /// contain) hashes as its two parts, as `find(_:_:)` hashes them.
     @inline(__always)
     static func hash(bytes b: UnsafeRawBufferPointer) -> UInt64 {
-        guard let sep = b.firstIndex(of: separator) else { return ByteHash.hash(b) }
+        var i = 0
+        while i < b.count && b[i] != separator { i += 1 }
+        if i == b.count { return ByteHash.hash(b) }
+        let sep = i
         return ByteHash.hash(UnsafeRawBufferPointer(rebasing: b[..<sep]), UnsafeRawBufferPointer(rebasing: b[(sep + 1)...]))
     }
 

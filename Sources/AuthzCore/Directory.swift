@@ -100,9 +100,11 @@ public struct Directory: Sendable {
 
     /// Builds a directory from records, in order.
     public static func build(_ records: [LocatedRecord], policy: CompiledPolicy) throws(DataErrors) -> Directory {
-        var empty = Directory(policy: policy)
-        empty.reserve(for: records)
-        return try empty.applying(records).directory
+        var directory = Directory(policy: policy)
+        directory.reserve(for: records)
+        // In place: the fresh maps are uniquely referenced, so no shard is copied.
+        _ = try directory.apply(records)
+        return directory
     }
 
     /// Sizes the maps for `records`, so that a large build rebuilds no table as it grows.
@@ -133,11 +135,17 @@ public struct Directory: Sendable {
     /// record is valid and the new directory is returned, or every error is thrown.
     public func applying(_ batch: [LocatedRecord]) throws(DataErrors) -> (directory: Directory, stats: ApplyStats) {
         var next = self
+        let stats = try next.apply(batch)
+        return (next, stats)
+    }
+
+    /// `applying`, in place: on error, `self` is left half changed (callers throw it away).
+    private mutating func apply(_ batch: [LocatedRecord]) throws(DataErrors) -> ApplyStats {
         var errors: [DataError] = []
         var stats = ApplyStats()
         for located in batch {
             do {
-                try next.apply(located.record)
+                try apply(located.record)
                 if case .delete = located.record { stats.deleted += 1 } else { stats.upserted += 1 }
             } catch {
                 errors.append(DataError(line: located.line, field: error.field, message: error.message))
@@ -145,7 +153,7 @@ public struct Directory: Sendable {
             }
         }
         if !errors.isEmpty { throw DataErrors(errors) }
-        return (next, stats)
+        return stats
     }
 
     /// The same data compiled against another policy (a policy reload): fails, changing
@@ -226,8 +234,8 @@ public struct Directory: Sendable {
         var mask: UInt64 = 0
         var custom: [String] = []
         for (i, n) in names.enumerated() {
-            if let a = policy.assignment(named: n) {
-                mask |= 1 << UInt64(a.index)
+            if let a = policy.assignmentID(named: n) {
+                mask |= 1 << UInt64(a)
             } else if roles[org, n] != nil {
                 if !custom.contains(n) { custom.append(n) }
             } else {
@@ -252,22 +260,17 @@ public struct Directory: Sendable {
 
         case .user(let r):
             try requireID(r.id, "id")
-            if let email = r.email, email.isEmpty || !email.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) {
+            if let email = r.email, email.isEmpty || !withBytes(email, { allBytes($0, above: 0x1F) }) {
                 throw RecordError("email", "`\(email)` is not a valid email")
             }
-            users.upsert(r.id, UserEntry(email: r.email, emailFolded: r.email?.lowercased(), emailVerified: r.emailVerified))
+            users.upsert(r.id, UserEntry(email: r.email, emailFolded: r.email.map(Directory.folded), emailVerified: r.emailVerified))
 
         case .member(let r):
             try requireOrg(r.org)
             try requireID(r.user, "user")
             let kind = try roleKind(r.role)
             let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
-            var base = PermissionSet()
-            if kind == .owner && policy.ownerHasAllPermissions {
-                base = policy.allPermissions
-            } else {
-                for a in policy.assignments where mask & (1 << UInt64(a.index)) != 0 { base.formUnion(a.permissions) }
-            }
+            let base = policy.basePermissions(role: kind, globalMask: mask)
             let old = members.upsert(r.org, r.user, MemberEntry(role: kind, assignments: r.assignments, globalMask: mask, base: base, customRoles: custom))
             if let old { unlink(member: old, org: r.org) }
             link(role: kind, customRoles: custom, org: r.org)
@@ -275,7 +278,7 @@ public struct Directory: Sendable {
         case .role(let r):
             try requireOrg(r.org)
             try requireID(r.id, "id")
-            if policy.assignment(named: r.id) != nil {
+            if policy.assignmentID(named: r.id) != nil {
                 throw RecordError("id", "`\(r.id)` is a global assignment name; a custom role needs another id")
             }
             guard !r.permissions.isEmpty else { throw RecordError("permissions", "a custom role needs at least one permission") }
@@ -297,7 +300,7 @@ public struct Directory: Sendable {
         case .invitation(let r):
             try requireID(r.id, "id")
             try requireOrg(r.org)
-            guard !r.email.isEmpty, r.email.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) else {
+            guard !r.email.isEmpty, withBytes(r.email, { allBytes($0, above: 0x1F) }) else {
                 throw RecordError("email", "`\(r.email)` is not a valid email")
             }
             _ = try roleKind(r.role)
@@ -306,7 +309,7 @@ public struct Directory: Sendable {
                 throw RecordError("status", "unknown status `\(r.status)`; expected one of \(policy.invitationStatuses.map { "`\($0)`" }.joined(separator: ", "))")
             }
             let old = invitations.upsert(r.id, InvitationEntry(
-                org: r.org, email: r.email, emailFolded: r.email.lowercased(), role: r.role,
+                org: r.org, email: r.email, emailFolded: Directory.folded(r.email), role: r.role,
                 assignments: r.assignments, customRoles: custom, status: r.status, open: statusIndex == 0,
                 expiresAt: r.expiresAt))
             if let old { unlink(invitation: old) }
@@ -315,6 +318,13 @@ public struct Directory: Sendable {
         case .delete(let key):
             try delete(key)
         }
+    }
+
+    /// `email` lowercased, sharing its storage when it has no uppercase letter (the usual
+    /// case), so a million users do not hold a million copies.
+    private static func folded(_ email: String) -> String {
+        let plain = withBytes(email) { b in !b.contains { $0 >= 0x80 || ($0 >= 0x41 && $0 <= 0x5A) } }
+        return plain ? email : email.lowercased()
     }
 
     private mutating func link(role: RoleKind, customRoles: [String], org: String) {

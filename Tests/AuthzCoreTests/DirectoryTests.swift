@@ -346,4 +346,26 @@ private func apply(_ dir: Directory, _ records: Record...) throws -> Directory {
         #expect(wrong == 0)
         #expect(dir.records().count == orgs.count + expected.count)
     }
+
+    /// `Identifier.isValid` reads eight bytes at a time: every position of a long id, every
+    /// byte value, against the plain definition.
+    @Test func identifierValidityAtEveryPositionAndByte() {
+        var wrong: [String] = []
+        for length in [1, 7, 8, 9, 15, 16, 17, 36] {
+            for position in 0..<length {
+                for byte in UInt8(0)...UInt8(0x7F) {
+                    var bytes = Array(repeating: UInt8(ascii: "a"), count: length)
+                    bytes[position] = byte
+                    let id = String(decoding: bytes, as: UTF8.self)
+                    let expected = byte > 0x20 && byte != 0x7F
+                    if Identifier.isValid(id) != expected { wrong.append("\(length) \(position) \(byte)") }
+                }
+            }
+        }
+        #expect(wrong.isEmpty)
+        #expect(Identifier.isValid("org-é-ü-0123456789"))
+        #expect(!Identifier.isValid(""))
+        #expect(!Identifier.isValid(String(repeating: "a", count: 513)))
+        #expect(Identifier.isValid(String(repeating: "a", count: 512)))
+    }
 }
