@@ -19,13 +19,19 @@ struct ByteMap<Value: Sendable>: Sendable {
     static var separator: UInt8 { 0x1F }
 
     private var shards: [ByteMapShard<Value>]
+    /// Where each shard's storage is, side by side (32 bytes a shard), so a lookup goes
+    /// straight from the shard number to the slots without loading the shard object.
+    /// Updated wherever `shards` is.
+    private var heads: [ByteMapHead<Value>]
     private let shardShift: UInt64
     private(set) var count = 0
 
     /// `shardBits` sets 2^shardBits shards; pick it for the largest expected size so that
     /// shards stay around a thousand entries.
     init(shardBits: Int) {
-        shards = Array(repeating: ByteMapShard<Value>(entryCapacity: 0, arenaCapacity: 0), count: 1 << shardBits)
+        let empty = ByteMapShard<Value>(entryCapacity: 0, arenaCapacity: 0)
+        shards = Array(repeating: empty, count: 1 << shardBits)
+        heads = Array(repeating: empty.head, count: 1 << shardBits)
         shardShift = UInt64(64 - shardBits)
     }
 
@@ -43,6 +49,7 @@ struct ByteMap<Value: Sendable>: Sendable {
         let bytes = Int(Double(keyBytes) / Double(max(total, 1)) * Double(perShard)) + 64
         for s in 0..<n where shards[s].count == 0 {
             shards[s] = ByteMapShard(entryCapacity: perShard, arenaCapacity: bytes)
+            heads[s] = shards[s].head
         }
     }
 
@@ -65,7 +72,7 @@ struct ByteMap<Value: Sendable>: Sendable {
     @inline(__always)
     func withValue<R>(_ key: UnsafeRawBufferPointer, _ body: (borrowing Value) -> R) -> R? {
         let h = ByteHash.hash(key)
-        let shard = shards[shardIndex(h)]
+        let shard = heads[shardIndex(h)]
         guard let e = shard.find(h, { ByteHash.equal($0, key) }) else { return nil }
         return body(shard.entries[e].value)
     }
@@ -74,7 +81,7 @@ struct ByteMap<Value: Sendable>: Sendable {
     @inline(__always)
     func withValue<R>(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ body: (borrowing Value) -> R) -> R? {
         let h = ByteHash.hash(a, b)
-        let shard = shards[shardIndex(h)]
+        let shard = heads[shardIndex(h)]
         guard let e = shard.find(h, { ByteHash.equal($0, a, b) }) else { return nil }
         return body(shard.entries[e].value)
     }
@@ -116,6 +123,7 @@ struct ByteMap<Value: Sendable>: Sendable {
     private mutating func uniqueShard(_ s: Int, adding keyLength: Int) -> ByteMapShard<Value> {
         if !isKnownUniquelyReferenced(&shards[s]) || !shards[s].hasRoom(keyLength) {
             shards[s] = shards[s].copy(adding: keyLength)
+            heads[s] = shards[s].head
         }
         return shards[s]
     }
@@ -259,6 +267,33 @@ struct ByteMap<Value: Sendable>: Sendable {
     }
 }
 
+/// Where one shard's storage is: what a lookup reads, trivially copied.
+struct ByteMapHead<Value>: @unchecked Sendable {
+    let slots: UnsafeMutablePointer<UInt64>
+    let slotMask: Int
+    let entries: UnsafeMutablePointer<ByteMapEntry<Value>>
+    let arena: UnsafeMutablePointer<UInt8>
+
+    /// The entry holding the key that `matches`, with `hash` its `ByteHash`.
+    @inline(__always)
+    func find(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
+        let tag = ByteMapShard<Value>.tag(hash)
+        var i = Int(truncatingIfNeeded: hash) & slotMask
+        while true {
+            let slot = slots[i]
+            if slot == 0 { return nil }
+            if slot & 0xFFFF_FFFF_0000_0000 == tag {
+                let e = Int(truncatingIfNeeded: slot & 0xFFFF_FFFF) &- 1
+                let entry = entries + e
+                if matches(UnsafeRawBufferPointer(start: arena + Int(entry.pointee.offset), count: Int(entry.pointee.length))) {
+                    return e
+                }
+            }
+            i = (i &+ 1) & slotMask
+        }
+    }
+}
+
 /// One entry of a shard: the key's hash (to rebuild the slots without rehashing), where its
 /// bytes sit in the arena, and the value.
 struct ByteMapEntry<Value> {
@@ -311,23 +346,11 @@ final class ByteMapShard<Value>: @unchecked Sendable {
         UnsafeRawBufferPointer(start: arena + Int(entries[e].offset), count: Int(entries[e].length))
     }
 
-    /// The entry holding the key that `matches`, with `hash` its `ByteHash`.
+    var head: ByteMapHead<Value> { ByteMapHead(slots: slots, slotMask: slotMask, entries: entries, arena: arena) }
+
     @inline(__always)
     func find(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
-        let tag = Self.tag(hash)
-        var i = Int(truncatingIfNeeded: hash) & slotMask
-        while true {
-            let slot = slots[i]
-            if slot == 0 { return nil }
-            if slot & 0xFFFF_FFFF_0000_0000 == tag {
-                let e = Int(truncatingIfNeeded: slot & 0xFFFF_FFFF) &- 1
-                let entry = entries + e
-                if matches(UnsafeRawBufferPointer(start: arena + Int(entry.pointee.offset), count: Int(entry.pointee.length))) {
-                    return e
-                }
-            }
-            i = (i &+ 1) & slotMask
-        }
+        head.find(hash, matches)
     }
 
     /// The slot pointing at entry `e` (which exists).
