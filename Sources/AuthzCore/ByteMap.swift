@@ -7,102 +7,89 @@
 /// which is what lets a 100-record sync produce a new immutable directory in milliseconds
 /// even at a million entries. Composite keys (`org` + `user`) are stored as the parts joined
 /// by `ByteMap.separator`, a control character that ids may not contain.
+///
+/// A shard is flat, so that a lookup touches few cache lines: one slot array of `UInt64`
+/// (a 32-bit tag of the hash and the entry index, so a probe reads one word and rarely
+/// visits an entry that does not match), one entry array (the hash, where the key's bytes
+/// are, and the value, side by side) and one byte arena holding every key back to back.
+/// A lookup is a slot, an entry and the key's bytes: three loads, not the six of a table of
+/// `String` keys. The storage is reached through raw pointers held in `let` properties, so
+/// reading it makes no retain and no exclusivity check.
 struct ByteMap<Value: Sendable>: Sendable {
     static var separator: UInt8 { 0x1F }
 
-    private var shards: [Shard]
+    private var shards: [ByteMapShard<Value>]
+    /// Where each shard's storage is, side by side (32 bytes a shard), so a lookup goes
+    /// straight from the shard number to the slots without loading the shard object.
+    /// Updated wherever `shards` is.
+    private var heads: [ByteMapHead<Value>]
     private let shardShift: UInt64
     private(set) var count = 0
 
     /// `shardBits` sets 2^shardBits shards; pick it for the largest expected size so that
     /// shards stay around a thousand entries.
     init(shardBits: Int) {
-        shards = Array(repeating: Shard(), count: 1 << shardBits)
+        let empty = ByteMapShard<Value>(entryCapacity: 0, arenaCapacity: 0)
+        shards = Array(repeating: empty, count: 1 << shardBits)
+        heads = Array(repeating: empty.head, count: 1 << shardBits)
         shardShift = UInt64(64 - shardBits)
-    }
-
-    struct Shard: Sendable {
-        var slots: [Int32] = []      // entry index, or -1; count is a power of two (or 0)
-        var hashes: [UInt64] = []
-        var keys: [String] = []
-        var values: [Value] = []
-
-        @inline(__always)
-        func find(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
-            let cap = slots.count
-            if cap == 0 { return nil }
-            let mask = cap - 1
-            var i = Int(truncatingIfNeeded: hash) & mask
-            while true {
-                let e = Int(slots[i])
-                if e < 0 { return nil }
-                if hashes[e] == hash && withBytes(keys[e], matches) { return e }
-                i = (i + 1) & mask
-            }
-        }
-
-        mutating func rebuildSlots(capacity: Int) {
-            slots = Array(repeating: -1, count: capacity)
-            let mask = capacity - 1
-            for (e, h) in hashes.enumerated() {
-                var i = Int(truncatingIfNeeded: h) & mask
-                while slots[i] >= 0 { i = (i + 1) & mask }
-                slots[i] = Int32(e)
-            }
-        }
     }
 
     @inline(__always)
     private func shardIndex(_ hash: UInt64) -> Int { Int(truncatingIfNeeded: hash >> shardShift) }
+
+    /// Sizes every shard for `total` entries spread evenly (with room for the unlucky ones),
+    /// so that building a large map rebuilds no table. Shards already holding entries keep them.
+    mutating func reserve(_ total: Int, keyBytes: Int) {
+        let n = shards.count
+        // The mean and four standard deviations (entries per shard are ~Poisson): few
+        // shards overflow (and grow), and little memory sits unused.
+        let mean = Double(total) / Double(n)
+        let perShard = Int(mean + 4 * mean.squareRoot()) + 4
+        let bytes = Int(Double(keyBytes) / Double(max(total, 1)) * Double(perShard)) + 64
+        for s in 0..<n where shards[s].count == 0 {
+            shards[s] = ByteMapShard(entryCapacity: perShard, arenaCapacity: bytes)
+            heads[s] = shards[s].head
+        }
+    }
 
     // MARK: Lookup by bytes (the check path)
     //
     // A copied value costs a retain and a release per array or string it holds: the check
     // path uses `withValue` and copies out only the trivial fields it needs.
 
-    /// The (shard, entry) holding `key`, with `hash` its `ByteHash`.
-    /// The (shard, entry) holding the key that `matches`, with `hash` its `ByteHash`.
-    @inline(__always)
-    private func locate(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> (Int, Int)? {
-        let s = shardIndex(hash)
-        guard let e = shards[s].find(hash, matches) else { return nil }
-        return (s, e)
-    }
-
-    // The shard is read in place, through the array's buffer, never copied: a copy would
-    // retain its four arrays, and those reference counts are shared by every request
-    // thread, so each lookup would bounce their cache lines between cores.
-
     @inline(__always)
     func find(_ key: UnsafeRawBufferPointer) -> Value? {
-        guard let (s, e) = locate(ByteHash.hash(key), { ByteHash.equal($0, key) }) else { return nil }
-        return shards[s].values[e]
+        withValue(key) { copy $0 }
     }
 
     @inline(__always)
     func find(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Value? {
-        guard let (s, e) = locate(ByteHash.hash(a, b), { ByteHash.equal($0, a, b) }) else { return nil }
-        return shards[s].values[e]
+        withValue(a, b) { copy $0 }
     }
 
     /// Runs `body` on the value under `key`, so that the caller copies out only what it reads.
     @inline(__always)
     func withValue<R>(_ key: UnsafeRawBufferPointer, _ body: (borrowing Value) -> R) -> R? {
-        guard let (s, e) = locate(ByteHash.hash(key), { ByteHash.equal($0, key) }) else { return nil }
-        return body(shards[s].values[e])
+        let h = ByteHash.hash(key)
+        let shard = heads[shardIndex(h)]
+        guard let e = shard.find(h, { ByteHash.equal($0, key) }) else { return nil }
+        return body(shard.entries[e].value)
     }
 
     /// Runs `body` on the value under the composite key `a` + `b`.
     @inline(__always)
     func withValue<R>(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ body: (borrowing Value) -> R) -> R? {
-        guard let (s, e) = locate(ByteHash.hash(a, b), { ByteHash.equal($0, a, b) }) else { return nil }
-        return body(shards[s].values[e])
+        let h = ByteHash.hash(a, b)
+        let shard = heads[shardIndex(h)]
+        guard let e = shard.find(h, { ByteHash.equal($0, a, b) }) else { return nil }
+        return body(shard.entries[e].value)
     }
 
     /// Whether `key` is present, without copying its value.
     @inline(__always)
     func contains(_ key: UnsafeRawBufferPointer) -> Bool {
-        locate(ByteHash.hash(key), { ByteHash.equal($0, key) }) != nil
+        withValue(key) { _ in true } ?? false
     }
 
     // MARK: Lookup and update by String (building)
@@ -113,104 +100,161 @@ struct ByteMap<Value: Sendable>: Sendable {
 
     /// A stored key's hash: a composite key (one with the separator, which ids may not
     /// contain) hashes as its two parts, as `find(_:_:)` hashes them.
-    private static func hash(of key: String) -> UInt64 {
-        withBytes(key) { b in
-            guard let sep = b.firstIndex(of: separator) else { return ByteHash.hash(b) }
-            return ByteHash.hash(UnsafeRawBufferPointer(rebasing: b[..<sep]), UnsafeRawBufferPointer(rebasing: b[(sep + 1)...]))
-        }
+    @inline(__always)
+    static func hash(bytes b: UnsafeRawBufferPointer) -> UInt64 {
+        var i = 0
+        while i < b.count && b[i] != separator { i += 1 }
+        if i == b.count { return ByteHash.hash(b) }
+        let sep = i
+        return ByteHash.hash(UnsafeRawBufferPointer(rebasing: b[..<sep]), UnsafeRawBufferPointer(rebasing: b[(sep + 1)...]))
     }
 
     subscript(key: String) -> Value? {
-        get {
-            let h = Self.hash(of: key)
-            let shard = shards[shardIndex(h)]
-            guard let e = shard.find(h, { k in withBytes(key) { bytesEqual(k, $0) } }) else { return nil }
-            return shard.values[e]
-        }
+        get { withBytes(key) { find($0) } }
         set {
             if let newValue { upsert(key, newValue) } else { remove(key) }
         }
     }
 
     subscript(a: String, b: String) -> Value? {
-        get { self[Self.key(a, b)] }
-        set { self[Self.key(a, b)] = newValue }
+        get { withBytes(a) { a in withBytes(b) { b in find(a, b) } } }
+        set {
+            if let newValue { upsert(a, b, newValue) } else { remove(a, b) }
+        }
+    }
+
+    /// The shard `s`, copied first if another snapshot shares it, with room for one more
+    /// entry of `keyLength` bytes.
+    @inline(__always)
+    private mutating func uniqueShard(_ s: Int, adding keyLength: Int) -> ByteMapShard<Value> {
+        if !isKnownUniquelyReferenced(&shards[s]) || !shards[s].hasRoom(keyLength) {
+            shards[s] = shards[s].copy(adding: keyLength)
+            heads[s] = shards[s].head
+        }
+        return shards[s]
+    }
+
+    /// Inserts or replaces the value under the key whose bytes `write` produces; returns the
+    /// previous value.
+    @inline(__always)
+    private mutating func upsert(hash h: UInt64, length: Int, matches: (UnsafeRawBufferPointer) -> Bool,
+                                 write: (UnsafeMutableRawPointer) -> Void, _ value: Value) -> Value? {
+        let s = shardIndex(h)
+        let shard = uniqueShard(s, adding: length)
+        if let e = shard.find(h, matches) {
+            let old = shard.entries[e].value
+            shard.entries[e].value = value
+            return old
+        }
+        shard.insert(hash: h, length: length, write: write, value)
+        count += 1
+        return nil
     }
 
     /// Inserts or replaces; returns the previous value.
     @discardableResult
     mutating func upsert(_ key: String, _ value: Value) -> Value? {
-        let h = Self.hash(of: key)
+        withBytes(key) { k in
+            upsert(hash: Self.hash(bytes: k), length: k.count, matches: { bytesEqual($0, k) },
+                   write: { if k.count > 0 { $0.copyMemory(from: k.baseAddress!, byteCount: k.count) } }, value)
+        }
+    }
+
+    /// Inserts or replaces the value under the composite key `a` + `b`, without joining them
+    /// into a `String`; returns the previous value.
+    @discardableResult
+    mutating func upsert(_ a: String, _ b: String, _ value: Value) -> Value? {
+        withBytes(a) { a in
+            withBytes(b) { b in
+                upsert(hash: ByteHash.hash(a, b), length: a.count + 1 + b.count, matches: { ByteHash.equal($0, a, b) },
+                       write: { p in
+                           if a.count > 0 { p.copyMemory(from: a.baseAddress!, byteCount: a.count) }
+                           p.storeBytes(of: Self.separator, toByteOffset: a.count, as: UInt8.self)
+                           if b.count > 0 { (p + a.count + 1).copyMemory(from: b.baseAddress!, byteCount: b.count) }
+                       }, value)
+            }
+        }
+    }
+
+    /// Changes the value under `key` in place, if there is one.
+    mutating func update(_ key: String, _ body: (inout Value) -> Void) {
+        withBytes(key) { k in
+            let h = Self.hash(bytes: k)
+            let s = shardIndex(h)
+            guard shards[s].find(h, { bytesEqual($0, k) }) != nil else { return }
+            let shard = uniqueShard(s, adding: 0)
+            body(&shard.entries[shard.find(h, { bytesEqual($0, k) })!].value)
+        }
+    }
+
+    /// Changes the value under the composite key `a` + `b` in place, if there is one.
+    mutating func update(_ a: String, _ b: String, _ body: (inout Value) -> Void) {
+        withBytes(a) { a in
+            withBytes(b) { b in
+                let h = ByteHash.hash(a, b)
+                let s = shardIndex(h)
+                guard shards[s].find(h, { ByteHash.equal($0, a, b) }) != nil else { return }
+                let shard = uniqueShard(s, adding: 0)
+                body(&shard.entries[shard.find(h, { ByteHash.equal($0, a, b) })!].value)
+            }
+        }
+    }
+
+    @inline(__always)
+    private mutating func remove(hash h: UInt64, matches: (UnsafeRawBufferPointer) -> Bool) -> Value? {
         let s = shardIndex(h)
-        if let e = shards[s].find(h, { k in withBytes(key) { bytesEqual(k, $0) } }) {
-            let old = shards[s].values[e]
-            shards[s].values[e] = value
-            return old
-        }
-        shards[s].hashes.append(h)
-        shards[s].keys.append(key)
-        shards[s].values.append(value)
-        count += 1
-        let n = shards[s].keys.count
-        if n * 2 > shards[s].slots.count {
-            shards[s].rebuildSlots(capacity: max(8, shards[s].slots.count * 2))
-        } else {
-            let mask = shards[s].slots.count - 1
-            var i = Int(truncatingIfNeeded: h) & mask
-            while shards[s].slots[i] >= 0 { i = (i + 1) & mask }
-            shards[s].slots[i] = Int32(n - 1)
-        }
-        return nil
+        guard shards[s].find(h, matches) != nil else { return nil }
+        let shard = uniqueShard(s, adding: 0)
+        count -= 1
+        return shard.remove(at: shard.find(h, matches)!)
     }
 
     /// Removes; returns the removed value.
     @discardableResult
     mutating func remove(_ key: String) -> Value? {
-        let h = Self.hash(of: key)
-        let s = shardIndex(h)
-        guard let e = shards[s].find(h, { k in withBytes(key) { bytesEqual(k, $0) } }) else { return nil }
-        let old = shards[s].values[e]
-        shards[s].hashes.swapAt(e, shards[s].hashes.count - 1)
-        shards[s].keys.swapAt(e, shards[s].keys.count - 1)
-        shards[s].values.swapAt(e, shards[s].values.count - 1)
-        shards[s].hashes.removeLast()
-        shards[s].keys.removeLast()
-        shards[s].values.removeLast()
-        shards[s].rebuildSlots(capacity: shards[s].slots.count)
-        count -= 1
-        return old
+        withBytes(key) { k in remove(hash: Self.hash(bytes: k), matches: { bytesEqual($0, k) }) }
     }
 
-    /// Removes every entry for which `shouldRemove` is true.
-    mutating func removeAll(where shouldRemove: (String, Value) -> Bool) -> [(String, Value)] {
+    /// Removes the composite key `a` + `b`; returns the removed value.
+    @discardableResult
+    mutating func remove(_ a: String, _ b: String) -> Value? {
+        withBytes(a) { a in withBytes(b) { b in remove(hash: ByteHash.hash(a, b), matches: { ByteHash.equal($0, a, b) }) } }
+    }
+
+    /// Removes every entry for which `shouldRemove` (given the key's bytes) is true; returns
+    /// the removed entries.
+    mutating func removeAll(where shouldRemove: (UnsafeRawBufferPointer, borrowing Value) -> Bool) -> [(String, Value)] {
         var removed: [(String, Value)] = []
         for s in shards.indices {
-            guard shards[s].keys.indices.contains(where: { shouldRemove(shards[s].keys[$0], shards[s].values[$0]) })
-            else { continue }
-            var keep = Shard()
-            for e in shards[s].keys.indices {
-                let k = shards[s].keys[e], v = shards[s].values[e]
-                if shouldRemove(k, v) {
-                    removed.append((k, v))
+            let shard = shards[s]
+            guard (0..<shard.count).contains(where: { shouldRemove(shard.key(at: $0), shard.entries[$0].value) }) else { continue }
+            let unique = uniqueShard(s, adding: 0)
+            var e = 0
+            while e < unique.count {
+                let k = unique.key(at: e)
+                if shouldRemove(k, unique.entries[e].value) {
+                    let name = String(decoding: k, as: UTF8.self)
+                    removed.append((name, unique.remove(at: e)))
+                    count -= 1
                 } else {
-                    keep.hashes.append(shards[s].hashes[e])
-                    keep.keys.append(k)
-                    keep.values.append(v)
+                    e += 1
                 }
             }
-            var cap = 8
-            while cap < keep.keys.count * 2 { cap *= 2 }
-            keep.rebuildSlots(capacity: keep.keys.isEmpty ? 0 : cap)
-            shards[s] = keep
         }
-        count -= removed.count
         return removed
     }
 
     /// Every entry, in no particular order.
     func forEach(_ body: (String, Value) throws -> Void) rethrows {
         for shard in shards {
-            for e in shard.keys.indices { try body(shard.keys[e], shard.values[e]) }
+            for e in 0..<shard.count { try body(String(decoding: shard.key(at: e), as: UTF8.self), shard.entries[e].value) }
+        }
+    }
+
+    /// Every entry's key bytes and value, in no particular order, without making `String`s.
+    func forEachBytes(_ body: (UnsafeRawBufferPointer, borrowing Value) throws -> Void) rethrows {
+        for shard in shards {
+            for e in 0..<shard.count { try body(shard.key(at: e), shard.entries[e].value) }
         }
     }
 
@@ -226,6 +270,167 @@ struct ByteMap<Value: Sendable>: Sendable {
         let utf8 = key.utf8
         guard let sep = utf8.firstIndex(of: separator) else { return (key, "") }
         return (String(key[..<sep]), String(key[key.utf8.index(after: sep)...]))
+    }
+}
+
+/// Where one shard's storage is: what a lookup reads, trivially copied.
+struct ByteMapHead<Value>: @unchecked Sendable {
+    let slots: UnsafeMutablePointer<UInt64>
+    let slotMask: Int
+    let entries: UnsafeMutablePointer<ByteMapEntry<Value>>
+    let arena: UnsafeMutablePointer<UInt8>
+
+    /// The entry holding the key that `matches`, with `hash` its `ByteHash`.
+    @inline(__always)
+    func find(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
+        let tag = ByteMapShard<Value>.tag(hash)
+        var i = Int(truncatingIfNeeded: hash) & slotMask
+        while true {
+            let slot = slots[i]
+            if slot == 0 { return nil }
+            if slot & 0xFFFF_FFFF_0000_0000 == tag {
+                let e = Int(truncatingIfNeeded: slot & 0xFFFF_FFFF) &- 1
+                let entry = entries + e
+                if matches(UnsafeRawBufferPointer(start: arena + Int(entry.pointee.offset), count: Int(entry.pointee.length))) {
+                    return e
+                }
+            }
+            i = (i &+ 1) & slotMask
+        }
+    }
+}
+
+/// One entry of a shard: the key's hash (to rebuild the slots without rehashing), where its
+/// bytes sit in the arena, and the value.
+struct ByteMapEntry<Value> {
+    var hash: UInt64
+    var offset: UInt32
+    var length: UInt32
+    var value: Value
+}
+
+/// The storage of one shard. Its capacities are fixed: growing makes a new shard (`copy`).
+/// Only a uniquely referenced shard is ever changed, so a snapshot that shares it never sees
+/// a change.
+final class ByteMapShard<Value>: @unchecked Sendable {
+    /// 0 for an empty slot, else (tag << 32) | (entry index + 1), the tag being 32 bits of
+    /// the hash that neither the shard nor the slot position uses.
+    let slots: UnsafeMutablePointer<UInt64>
+    let slotMask: Int
+    let entries: UnsafeMutablePointer<ByteMapEntry<Value>>
+    let entryCapacity: Int
+    let arena: UnsafeMutablePointer<UInt8>
+    let arenaCapacity: Int
+    private(set) var count = 0
+    private(set) var arenaUsed = 0
+
+    /// Room for `entryCapacity` entries, with at least twice as many slots (a power of two).
+    init(entryCapacity: Int, arenaCapacity: Int) {
+        var slotCount = 1
+        while slotCount < entryCapacity * 2 { slotCount *= 2 }
+        slots = .allocate(capacity: slotCount)
+        slots.initialize(repeating: 0, count: slotCount)
+        slotMask = slotCount - 1
+        self.entryCapacity = entryCapacity
+        entries = .allocate(capacity: max(entryCapacity, 1))
+        self.arenaCapacity = arenaCapacity
+        arena = .allocate(capacity: max(arenaCapacity, 1))
+    }
+
+    deinit {
+        entries.deinitialize(count: count)
+        entries.deallocate()
+        slots.deallocate()
+        arena.deallocate()
+    }
+
+    @inline(__always)
+    static func tag(_ hash: UInt64) -> UInt64 { (hash >> 20) << 32 }
+
+    @inline(__always)
+    func key(at e: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: arena + Int(entries[e].offset), count: Int(entries[e].length))
+    }
+
+    var head: ByteMapHead<Value> { ByteMapHead(slots: slots, slotMask: slotMask, entries: entries, arena: arena) }
+
+    @inline(__always)
+    func find(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
+        head.find(hash, matches)
+    }
+
+    /// The slot pointing at entry `e` (which exists).
+    private func slot(of e: Int) -> Int {
+        var i = Int(truncatingIfNeeded: entries[e].hash) & slotMask
+        while Int(truncatingIfNeeded: slots[i] & 0xFFFF_FFFF) != e + 1 { i = (i + 1) & slotMask }
+        return i
+    }
+
+    private func place(_ hash: UInt64, entry e: Int) {
+        var i = Int(truncatingIfNeeded: hash) & slotMask
+        while slots[i] != 0 { i = (i + 1) & slotMask }
+        slots[i] = Self.tag(hash) | UInt64(e + 1)
+    }
+
+    func hasRoom(_ keyLength: Int) -> Bool {
+        count < entryCapacity && arenaUsed + keyLength <= arenaCapacity
+    }
+
+    /// Appends an entry (the caller checked `hasRoom`); `write` fills the key's bytes.
+    func insert(hash: UInt64, length: Int, write: (UnsafeMutableRawPointer) -> Void, _ value: Value) {
+        write(UnsafeMutableRawPointer(arena + arenaUsed))
+        (entries + count).initialize(to: ByteMapEntry(hash: hash, offset: UInt32(arenaUsed), length: UInt32(length), value: value))
+        place(hash, entry: count)
+        arenaUsed += length
+        count += 1
+    }
+
+    /// Removes entry `e`: its slot by backward shift (so no tombstones), the last entry
+    /// moved into its place. Its key bytes stay in the arena until the next copy.
+    func remove(at e: Int) -> Value {
+        var i = slot(of: e)
+        slots[i] = 0
+        var j = i
+        while true {
+            j = (j + 1) & slotMask
+            let s = slots[j]
+            if s == 0 { break }
+            let home = Int(truncatingIfNeeded: entries[Int(truncatingIfNeeded: s & 0xFFFF_FFFF) - 1].hash) & slotMask
+            // The entry at j may move back to i unless its home lies cyclically in (i, j].
+            if (j - home) & slotMask >= (j - i) & slotMask {
+                slots[i] = s
+                slots[j] = 0
+                i = j
+            }
+        }
+        let old = (entries + e).move()
+        let last = count - 1
+        if e != last {
+            let ls = slot(of: last)
+            (entries + e).moveInitialize(from: entries + last, count: 1)
+            slots[ls] = (slots[ls] & 0xFFFF_FFFF_0000_0000) | UInt64(e + 1)
+        }
+        count -= 1
+        return old.value
+    }
+
+    /// A copy with room for at least one more entry of `keyLength` bytes (grown when full),
+    /// the arena compacted.
+    func copy(adding keyLength: Int) -> ByteMapShard<Value> {
+        var live = 0
+        for e in 0..<count { live += Int(entries[e].length) }
+        var entryCapacity = max(self.entryCapacity, 4)
+        if count + 1 > entryCapacity { entryCapacity *= 2 }
+        var arenaCapacity = max(arenaCapacity, 64)
+        while live + keyLength > arenaCapacity { arenaCapacity *= 2 }
+        let next = ByteMapShard(entryCapacity: entryCapacity, arenaCapacity: arenaCapacity)
+        for e in 0..<count {
+            let k = key(at: e)
+            next.insert(hash: entries[e].hash, length: k.count,
+                        write: { if k.count > 0 { $0.copyMemory(from: k.baseAddress!, byteCount: k.count) } },
+                        entries[e].value)
+        }
+        return next
     }
 }
 

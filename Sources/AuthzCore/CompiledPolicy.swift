@@ -127,6 +127,10 @@ public struct CompiledPolicy: Sendable {
 
     private let permissionIndex: [String: Int]
     private let assignmentIndex: [String: Int]   // names and aliases
+    /// The same two indexes by bytes, for the directory build (a record names permissions
+    /// and assignments; `String` hashing was 8% of a build).
+    private let permissionBytes: ByteMap<Int32>
+    private let assignmentBytes: ByteMap<Int32>
     private let actionIndex: ByteMap<Int32>       // "type<sep>action" -> id
     private let typeIndex: ByteMap<Int32>         // "type" -> index
     /// For each permission, the global assignments that grant it (bitmask over assignments).
@@ -224,6 +228,12 @@ public struct CompiledPolicy: Sendable {
         self.definition = d
         self.permissionIndex = permIndex
         self.assignmentIndex = assignIndex
+        var permissionBytes = ByteMap<Int32>(shardBits: 0)
+        for (name, i) in permIndex { permissionBytes.upsert(name, Int32(i)) }
+        var assignmentBytes = ByteMap<Int32>(shardBits: 0)
+        for (name, i) in assignIndex { assignmentBytes.upsert(name, Int32(i)) }
+        self.permissionBytes = permissionBytes
+        self.assignmentBytes = assignmentBytes
         self.actionIndex = actionIndex
         self.typeIndex = typeIndex
         self.assignmentsGranting = granting
@@ -232,9 +242,25 @@ public struct CompiledPolicy: Sendable {
 
     // MARK: Lookups
 
-    public func permission(named name: String) -> Int? { permissionIndex[name] }
+    public func permission(named name: String) -> Int? { Self.lookup(name, permissionBytes, permissionIndex) }
     /// A global assignment by name or alias.
-    public func assignment(named name: String) -> CompiledAssignment? { assignmentIndex[name].map { assignments[$0] } }
+    public func assignment(named name: String) -> CompiledAssignment? {
+        assignmentID(named: name).map { assignments[$0] }
+    }
+    /// The index of a global assignment by name or alias (copies nothing out).
+    func assignmentID(named name: String) -> Int? { Self.lookup(name, assignmentBytes, assignmentIndex) }
+
+    /// `name` in `index`, found by its bytes; the `String` dictionary (whose `==` also matches
+    /// canonically equivalent spellings) is asked only for a non-ASCII name the bytes miss,
+    /// so the answer is the dictionary's.
+    @inline(__always)
+    private static func lookup(_ name: String, _ bytes: ByteMap<Int32>, _ index: [String: Int]) -> Int? {
+        let found: Int?? = withBytes(name) { b in
+            if let i = bytes.find(b) { return Int(i) }
+            return b.contains(where: { $0 >= 0x80 }) ? nil : .some(nil)
+        }
+        return found ?? index[name]
+    }
     public func resourceType(named name: String) -> Int? { withBytes(name) { typeIndex.find($0).map(Int.init) } }
     public func action(type: String, action: String) -> CompiledAction? {
         withBytes(type) { t in withBytes(action) { a in actionID(t, a).map { actions[$0] } } }
@@ -248,6 +274,15 @@ public struct CompiledPolicy: Sendable {
     }
     @inline(__always)
     func typeID(_ type: UnsafeRawBufferPointer) -> Int? { typeIndex.find(type).map(Int.init) }
+
+    /// The permissions a member holds through its role and global assignments (`globalMask`,
+    /// bit = assignment index): every one for an owner when the policy says so.
+    func basePermissions(role: RoleKind, globalMask mask: UInt64) -> PermissionSet {
+        if role == .owner && ownerHasAllPermissions { return allPermissions }
+        var base = PermissionSet()
+        for a in assignments where mask & (1 << UInt64(a.index)) != 0 { base.formUnion(a.permissions) }
+        return base
+    }
 
     /// The role kind a data record's role name means.
     public func roleKind(named name: String) -> RoleKind? {
@@ -267,6 +302,31 @@ public struct CompiledPolicy: Sendable {
 /// empty. Control characters are reserved (composite keys are joined with one).
 public enum Identifier {
     public static func isValid(_ s: String) -> Bool {
-        !s.isEmpty && s.utf8.count <= 512 && s.utf8.allSatisfy { $0 > 0x20 && $0 != 0x7F }
+        withBytes(s) { b in b.count > 0 && b.count <= 512 && allBytes(b, above: 0x20) }
     }
+}
+
+/// Whether every byte of `b` is greater than `floor` (below 0x80) and not DEL (0x7F), eight
+/// bytes at a time (`String.utf8.allSatisfy` took ~50 instructions a byte: 38% of a
+/// directory build went to validating ids).
+@inline(__always)
+func allBytes(_ b: UnsafeRawBufferPointer, above floor: UInt8) -> Bool {
+    guard let p = b.baseAddress else { return true }
+    let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+    let below = ones &* UInt64(floor &+ 1)   // a byte less than floor + 1
+    let n = b.count
+    var i = 0
+    while i + 8 <= n {
+        let x = p.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        // Exact "some byte < k" (k <= 128) and "some byte == 0x7F" tests (Bit Twiddling Hacks).
+        let del = x ^ (ones &* 0x7F)
+        if ((x &- below) & ~x & highs) | ((del &- ones) & ~del & highs) != 0 { return false }
+        i += 8
+    }
+    while i < n {
+        let c = p.load(fromByteOffset: i, as: UInt8.self)
+        if c <= floor || c == 0x7F { return false }
+        i += 1
+    }
+    return true
 }

@@ -100,18 +100,52 @@ public struct Directory: Sendable {
 
     /// Builds a directory from records, in order.
     public static func build(_ records: [LocatedRecord], policy: CompiledPolicy) throws(DataErrors) -> Directory {
-        try Directory(policy: policy).applying(records).directory
+        var directory = Directory(policy: policy)
+        directory.reserve(for: records)
+        // In place: the fresh maps are uniquely referenced, so no shard is copied.
+        _ = try directory.apply(records)
+        return directory
+    }
+
+    /// Sizes the maps for `records`, so that a large build rebuilds no table as it grows.
+    private mutating func reserve(for records: [LocatedRecord]) {
+        guard records.count > 10_000 else { return }
+        var n = (orgs: 0, users: 0, members: 0, roles: 0, keys: 0, invitations: 0)
+        var bytes = n
+        for located in records {
+            switch located.record {
+            case .org(let r): n.orgs += 1; bytes.orgs += r.id.utf8.count
+            case .user(let r): n.users += 1; bytes.users += r.id.utf8.count
+            case .member(let r): n.members += 1; bytes.members += r.org.utf8.count + 1 + r.user.utf8.count
+            case .role(let r): n.roles += 1; bytes.roles += r.org.utf8.count + 1 + r.id.utf8.count
+            case .apiKey(let r): n.keys += 1; bytes.keys += r.id.utf8.count
+            case .invitation(let r): n.invitations += 1; bytes.invitations += r.id.utf8.count
+            case .delete: break
+            }
+        }
+        orgs.reserve(n.orgs, keyBytes: bytes.orgs)
+        users.reserve(n.users, keyBytes: bytes.users)
+        members.reserve(n.members, keyBytes: bytes.members)
+        roles.reserve(n.roles, keyBytes: bytes.roles)
+        keys.reserve(n.keys, keyBytes: bytes.keys)
+        invitations.reserve(n.invitations, keyBytes: bytes.invitations)
     }
 
     /// Validates `batch` record by record against the state so far and applies it. Either every
     /// record is valid and the new directory is returned, or every error is thrown.
     public func applying(_ batch: [LocatedRecord]) throws(DataErrors) -> (directory: Directory, stats: ApplyStats) {
         var next = self
+        let stats = try next.apply(batch)
+        return (next, stats)
+    }
+
+    /// `applying`, in place: on error, `self` is left half changed (callers throw it away).
+    private mutating func apply(_ batch: [LocatedRecord]) throws(DataErrors) -> ApplyStats {
         var errors: [DataError] = []
         var stats = ApplyStats()
         for located in batch {
             do {
-                try next.apply(located.record)
+                try apply(located.record)
                 if case .delete = located.record { stats.deleted += 1 } else { stats.upserted += 1 }
             } catch {
                 errors.append(DataError(line: located.line, field: error.field, message: error.message))
@@ -119,7 +153,7 @@ public struct Directory: Sendable {
             }
         }
         if !errors.isEmpty { throw DataErrors(errors) }
-        return (next, stats)
+        return stats
     }
 
     /// The same data compiled against another policy (a policy reload): fails, changing
@@ -200,8 +234,8 @@ public struct Directory: Sendable {
         var mask: UInt64 = 0
         var custom: [String] = []
         for (i, n) in names.enumerated() {
-            if let a = policy.assignment(named: n) {
-                mask |= 1 << UInt64(a.index)
+            if let a = policy.assignmentID(named: n) {
+                mask |= 1 << UInt64(a)
             } else if roles[org, n] != nil {
                 if !custom.contains(n) { custom.append(n) }
             } else {
@@ -226,31 +260,25 @@ public struct Directory: Sendable {
 
         case .user(let r):
             try requireID(r.id, "id")
-            if let email = r.email, email.isEmpty || !email.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) {
+            if let email = r.email, email.isEmpty || !withBytes(email, { allBytes($0, above: 0x1F) }) {
                 throw RecordError("email", "`\(email)` is not a valid email")
             }
-            users.upsert(r.id, UserEntry(email: r.email, emailFolded: r.email?.lowercased(), emailVerified: r.emailVerified))
+            users.upsert(r.id, UserEntry(email: r.email, emailFolded: r.email.map(Directory.folded), emailVerified: r.emailVerified))
 
         case .member(let r):
             try requireOrg(r.org)
             try requireID(r.user, "user")
             let kind = try roleKind(r.role)
             let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
-            var base = PermissionSet()
-            if kind == .owner && policy.ownerHasAllPermissions {
-                base = policy.allPermissions
-            } else {
-                for a in policy.assignments where mask & (1 << UInt64(a.index)) != 0 { base.formUnion(a.permissions) }
-            }
-            let key = ByteMap<MemberEntry>.key(r.org, r.user)
-            let old = members.upsert(key, MemberEntry(role: kind, assignments: r.assignments, globalMask: mask, base: base, customRoles: custom))
+            let base = policy.basePermissions(role: kind, globalMask: mask)
+            let old = members.upsert(r.org, r.user, MemberEntry(role: kind, assignments: r.assignments, globalMask: mask, base: base, customRoles: custom))
             if let old { unlink(member: old, org: r.org) }
             link(role: kind, customRoles: custom, org: r.org)
 
         case .role(let r):
             try requireOrg(r.org)
             try requireID(r.id, "id")
-            if policy.assignment(named: r.id) != nil {
+            if policy.assignmentID(named: r.id) != nil {
                 throw RecordError("id", "`\(r.id)` is a global assignment name; a custom role needs another id")
             }
             guard !r.permissions.isEmpty else { throw RecordError("permissions", "a custom role needs at least one permission") }
@@ -272,7 +300,7 @@ public struct Directory: Sendable {
         case .invitation(let r):
             try requireID(r.id, "id")
             try requireOrg(r.org)
-            guard !r.email.isEmpty, r.email.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) else {
+            guard !r.email.isEmpty, withBytes(r.email, { allBytes($0, above: 0x1F) }) else {
                 throw RecordError("email", "`\(r.email)` is not a valid email")
             }
             _ = try roleKind(r.role)
@@ -281,15 +309,22 @@ public struct Directory: Sendable {
                 throw RecordError("status", "unknown status `\(r.status)`; expected one of \(policy.invitationStatuses.map { "`\($0)`" }.joined(separator: ", "))")
             }
             let old = invitations.upsert(r.id, InvitationEntry(
-                org: r.org, email: r.email, emailFolded: r.email.lowercased(), role: r.role,
+                org: r.org, email: r.email, emailFolded: Directory.folded(r.email), role: r.role,
                 assignments: r.assignments, customRoles: custom, status: r.status, open: statusIndex == 0,
                 expiresAt: r.expiresAt))
             if let old { unlink(invitation: old) }
-            for c in custom { roles.update(ByteMap<RoleEntry>.key(r.org, c)) { $0.invited += 1 } }
+            for c in custom { roles.update(r.org, c) { $0.invited += 1 } }
 
         case .delete(let key):
             try delete(key)
         }
+    }
+
+    /// `email` lowercased, sharing its storage when it has no uppercase letter (the usual
+    /// case), so a million users do not hold a million copies.
+    private static func folded(_ email: String) -> String {
+        let plain = withBytes(email) { b in !b.contains { $0 >= 0x80 || ($0 >= 0x41 && $0 <= 0x5A) } }
+        return plain ? email : email.lowercased()
     }
 
     private mutating func link(role: RoleKind, customRoles: [String], org: String) {
@@ -297,7 +332,7 @@ public struct Directory: Sendable {
             $0.memberCount += 1
             if role == .owner { $0.ownerCount += 1 }
         }
-        for c in customRoles { roles.update(ByteMap<RoleEntry>.key(org, c)) { $0.assigned += 1 } }
+        for c in customRoles { roles.update(org, c) { $0.assigned += 1 } }
     }
 
     private mutating func unlink(member: MemberEntry, org: String) {
@@ -305,11 +340,11 @@ public struct Directory: Sendable {
             $0.memberCount -= 1
             if member.role == .owner { $0.ownerCount -= 1 }
         }
-        for c in member.customRoles { roles.update(ByteMap<RoleEntry>.key(org, c)) { $0.assigned -= 1 } }
+        for c in member.customRoles { roles.update(org, c) { $0.assigned -= 1 } }
     }
 
     private mutating func unlink(invitation: InvitationEntry) {
-        for c in invitation.customRoles { roles.update(ByteMap<RoleEntry>.key(invitation.org, c)) { $0.invited -= 1 } }
+        for c in invitation.customRoles { roles.update(invitation.org, c) { $0.invited -= 1 } }
     }
 
     private mutating func delete(_ key: RecordKey) throws(RecordError) {
@@ -318,24 +353,23 @@ public struct Directory: Sendable {
             guard orgs.remove(id) != nil else { return }
             // Ids compare as bytes, as the maps do: `String`'s `==` and `hasPrefix` would also
             // match another id that is only canonically equivalent (`é` and `e` + U+0301).
-            let prefix = id + String(decoding: [ByteMap<MemberEntry>.separator], as: UTF8.self)
-            _ = members.removeAll { k, _ in k.utf8.starts(with: prefix.utf8) }
-            _ = roles.removeAll { k, _ in k.utf8.starts(with: prefix.utf8) }
+            let prefix = Array(id.utf8) + [ByteMap<MemberEntry>.separator]
+            _ = members.removeAll { k, _ in k.starts(with: prefix) }
+            _ = roles.removeAll { k, _ in k.starts(with: prefix) }
             _ = keys.removeAll { _, k in k.org.utf8.elementsEqual(id.utf8) }
             _ = invitations.removeAll { _, i in i.org.utf8.elementsEqual(id.utf8) }
 
         case .user(let id):
             users.remove(id)
-            let suffix = String(decoding: [ByteMap<MemberEntry>.separator], as: UTF8.self) + id
+            let suffix = [ByteMap<MemberEntry>.separator] + Array(id.utf8)
             let removed = members.removeAll { k, _ in
-                k.utf8.reversed().starts(with: suffix.utf8.reversed())
-                    && ByteMap<MemberEntry>.parts(k).1.utf8.elementsEqual(id.utf8)
+                k.count >= suffix.count && UnsafeRawBufferPointer(rebasing: k[(k.count - suffix.count)...]).elementsEqual(suffix)
             }
             for (k, m) in removed { unlink(member: m, org: ByteMap<MemberEntry>.parts(k).0) }
             _ = keys.removeAll { _, k in k.user.utf8.elementsEqual(id.utf8) }
 
         case .member(let org, let user):
-            if let old = members.remove(ByteMap<MemberEntry>.key(org, user)) { unlink(member: old, org: org) }
+            if let old = members.remove(org, user) { unlink(member: old, org: org) }
 
         case .role(let org, let id):
             guard let role = roles[org, id] else { return }
@@ -356,25 +390,21 @@ public struct Directory: Sendable {
     }
 }
 
-extension ByteMap {
-    /// Changes the value under `key` in place, if there is one.
-    mutating func update(_ key: String, _ body: (inout Value) -> Void) {
-        guard var v = self[key] else { return }
-        body(&v)
-        upsert(key, v)
-    }
-}
-
 extension Directory {
     /// How many records of this directory `next` no longer has (for a replace's report).
     public func countRemoved(in next: Directory) -> Int {
         var n = 0
-        orgs.forEach { k, _ in if next.orgs[k] == nil { n += 1 } }
-        users.forEach { k, _ in if next.users[k] == nil { n += 1 } }
-        roles.forEach { k, _ in if next.roles[k] == nil { n += 1 } }
-        members.forEach { k, _ in if next.members[k] == nil { n += 1 } }
-        keys.forEach { k, _ in if next.keys[k] == nil { n += 1 } }
-        invitations.forEach { k, _ in if next.invitations[k] == nil { n += 1 } }
+        orgs.forEachBytes { k, _ in if !next.orgs.contains(k) { n += 1 } }
+        users.forEachBytes { k, _ in if !next.users.contains(k) { n += 1 } }
+        // Composite keys are stored joined by the separator but hashed from their parts.
+        func parts(_ k: UnsafeRawBufferPointer) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer) {
+            let i = k.firstIndex(of: ByteMap<MemberEntry>.separator) ?? k.count
+            return (UnsafeRawBufferPointer(rebasing: k[..<i]), UnsafeRawBufferPointer(rebasing: k[min(i + 1, k.count)...]))
+        }
+        roles.forEachBytes { k, _ in let (a, b) = parts(k); if next.roles.withValue(a, b, { _ in true }) == nil { n += 1 } }
+        members.forEachBytes { k, _ in let (a, b) = parts(k); if next.members.withValue(a, b, { _ in true }) == nil { n += 1 } }
+        keys.forEachBytes { k, _ in if !next.keys.contains(k) { n += 1 } }
+        invitations.forEachBytes { k, _ in if !next.invitations.contains(k) { n += 1 } }
         return n
     }
 }

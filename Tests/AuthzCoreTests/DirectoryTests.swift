@@ -299,4 +299,73 @@ private func apply(_ dir: Directory, _ records: Record...) throws -> Directory {
         dir = try apply(dir, .role(.init(org: "acme", id: "ci-bot", permissions: ["read:billing"])))
         #expect(try dir.reason("api_key:k3", "delete", "sandbox:s") == .missingPermission)
     }
+
+    /// Many members in few orgs, so that the map's shards fill up and collide; then deletes
+    /// of members and of users (which remove entries from the middle of probe chains), then
+    /// re-inserts: every membership must answer as the plain set of expected pairs says.
+    @Test func manyDeletesKeepEveryOtherMemberReachable() throws {
+        let orgs = (0..<8).map { "org-\($0)" }
+        let users = (0..<4_000).map { "user-\($0)-0123456789abcdef" }
+        var records: [Record] = orgs.map { .org(.init(id: $0)) }
+        var expected = Set<String>()
+        for (u, user) in users.enumerated() {
+            for (o, org) in orgs.enumerated() where (u + o) % 3 != 0 {
+                records.append(.member(.init(org: org, user: user, role: "member")))
+                expected.insert(org + " " + user)
+            }
+        }
+        var dir = try Fixtures.build(records)
+        var batch: [Record] = []
+        for (u, user) in users.enumerated() {
+            if u % 7 == 0 {
+                batch.append(.delete(.user(user)))
+                for org in orgs { expected.remove(org + " " + user) }
+            } else if u % 2 == 0 {
+                let org = orgs[u % orgs.count]
+                batch.append(.delete(.member(org: org, user: user)))
+                expected.remove(org + " " + user)
+            }
+        }
+        dir = try dir.applying(Fixtures.lines(batch)).directory
+        #expect(dir.counts.members == expected.count)
+        // Put a few back.
+        var again: [Record] = []
+        for user in users.prefix(300) {
+            again.append(.member(.init(org: orgs[0], user: user, role: "member")))
+            expected.insert(orgs[0] + " " + user)
+        }
+        dir = try dir.applying(Fixtures.lines(again)).directory
+        #expect(dir.counts.members == expected.count)
+        var wrong = 0
+        for org in orgs {
+            for user in users {
+                let member = try dir.reason("user:" + user, "list", "member:x", org: org) != .notMember
+                if member != expected.contains(org + " " + user) { wrong += 1 }
+            }
+        }
+        #expect(wrong == 0)
+        #expect(dir.records().count == orgs.count + expected.count)
+    }
+
+    /// `Identifier.isValid` reads eight bytes at a time: every position of a long id, every
+    /// byte value, against the plain definition.
+    @Test func identifierValidityAtEveryPositionAndByte() {
+        var wrong: [String] = []
+        for length in [1, 7, 8, 9, 15, 16, 17, 36] {
+            for position in 0..<length {
+                for byte in UInt8(0)...UInt8(0x7F) {
+                    var bytes = Array(repeating: UInt8(ascii: "a"), count: length)
+                    bytes[position] = byte
+                    let id = String(decoding: bytes, as: UTF8.self)
+                    let expected = byte > 0x20 && byte != 0x7F
+                    if Identifier.isValid(id) != expected { wrong.append("\(length) \(position) \(byte)") }
+                }
+            }
+        }
+        #expect(wrong.isEmpty)
+        #expect(Identifier.isValid("org-é-ü-0123456789"))
+        #expect(!Identifier.isValid(""))
+        #expect(!Identifier.isValid(String(repeating: "a", count: 513)))
+        #expect(Identifier.isValid(String(repeating: "a", count: 512)))
+    }
 }

@@ -17,7 +17,32 @@ var url = URL(fileURLWithPath: #filePath)
 url.deleteLastPathComponent(); url.deleteLastPathComponent(); url.deleteLastPathComponent()
 let policy = try PolicyLoader.load(path: url.appendingPathComponent("policies/daytona.yaml").path)
 let corpus = Corpus(memberships: memberships, seed: 42, policy: policy)
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+func rssMB() -> Int {
+    // VmRSS of this process, from /proc (Linux).
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return -1 }
+    return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
+}
+let rssBefore = rssMB()
+let buildStart = ContinuousClock.now
 let directory = try Directory.build(corpus.located, policy: policy)
+let buildTime = ContinuousClock.now - buildStart
+print("memberships \(memberships): build \(String(format: "%.3f", seconds(buildTime))) s for \(corpus.located.count) records, RSS \(rssBefore) MB -> \(rssMB()) MB")
+if mode == "build" { exit(0) }
+if mode == "apply" {
+    let batch = corpus.updateBatch(count: 100, seed: 45, policy: policy)
+    var times: [Double] = []
+    for _ in 0..<21 {
+        let t0 = ContinuousClock.now
+        let r = try directory.applying(batch)
+        times.append(seconds(ContinuousClock.now - t0))
+        withExtendedLifetime(r) {}
+    }
+    times.sort()
+    print("apply100: median \(String(format: "%.3f", times[times.count / 2] * 1000)) ms")
+    exit(0)
+}
 let queries = corpus.queries(1 << 14, seed: 43, policy: policy)
 
 var allowed = 0
@@ -32,6 +57,18 @@ func runChecks(_ n: Int) -> Int {
             let d = bytes[q].withUnsafeBytes { s in bytes[q + 1].withUnsafeBytes { a in bytes[q + 2].withUnsafeBytes { r in
                 bytes[q + 3].withUnsafeBytes { o in try? directory.check(subject: s, action: a, resource: r, org: o, now: Corpus.now) } } } }
             if d?.allowed == true { allowed += 1 }
+        }
+    } else if mode == "batch" {
+        // 100 decisions collected into an array, as `POST /v1/check/batch` does.
+        var i = 0
+        while i < n {
+            var out: [Decision] = []
+            out.reserveCapacity(100)
+            for j in i..<min(i + 100, n) {
+                if let d = try? directory.check(queries[j & (queries.count - 1)], now: Corpus.now) { out.append(d) }
+            }
+            allowed += out.reduce(0) { $0 + ($1.allowed ? 1 : 0) }
+            i += 100
         }
     } else {
         for i in 0..<n {
