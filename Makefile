@@ -27,9 +27,9 @@ export AUTHZ_ADMIN_TOKEN
 serve: release
 	.build/release/authz serve --policy policies/daytona.yaml --store data/authz.sqlite --data examples/daytona-demo.jsonl
 
-# In-process benchmarks (benchmarks/README.md); results go to benchmarks/RESULTS.md by hand.
+# Every benchmark (in-process, HTTP vs. the libmicrohttpd ceiling, sync at 1M); rewrites benchmarks/RESULTS.md.
 bench:
-	cd benchmarks && $(SWIFT) package --disable-sandbox benchmark
+	benchmarks/run-all.sh
 
 clean:
 	rm -rf .build
