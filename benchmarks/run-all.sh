@@ -16,41 +16,44 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 swift build -c release --product authz >/dev/null
 export AUTHZ="$ROOT/.build/release/authz"
 
+R=benchmarks/results      # one file per part; a skipped part keeps its previous file
 if [[ " $SKIP " != *" inprocess "* ]]; then
   echo "== in-process suites" >&2
-  (cd benchmarks && swift package --disable-sandbox benchmark --format markdown --no-progress) > "$OUT/inprocess.md" 2>"$OUT/inprocess.err" \
-    || { cat "$OUT/inprocess.err" >&2; exit 1; }
+  (cd benchmarks && swift package --disable-sandbox benchmark --format markdown --no-progress) 2>"$OUT/inprocess.err" \
+    | grep -v -e 'Warning' -e "identifier 'package-benchmark'" -e 'your Package.swift' -e '\.package(url' \
+              -e '\.product(name' -e '\.plugin(name' -e 'Support for the legacy' -e 'future release' -e 'Note: skipping' \
+    > "$R/inprocess-raw.md" || { cat "$OUT/inprocess.err" >&2; exit 1; }
 fi
 if [[ " $SKIP " != *" http "* ]]; then
   echo "== HTTP against the libmicrohttpd ceiling" >&2
-  benchmarks/http/run.sh > "$OUT/http.md"
+  benchmarks/http/run.sh > "$R/http.md"
 fi
 if [[ " $SKIP " != *" sync "* ]]; then
   echo "== sync and scale" >&2
-  AUTHZ_SKIP_BUILD=1 benchmarks/sync/run.sh --memberships 1000000 --results "$OUT/sync.md" >/dev/null
+  AUTHZ_SKIP_BUILD=1 benchmarks/sync/run.sh --memberships 1000000 --results "$R/sync.md" >/dev/null
 fi
 
 {
   echo "# Benchmark results"
   echo
-  echo "Written by \`make bench\` (benchmarks/run-all.sh); do not edit by hand: findings go in FINDINGS.md."
+  echo "Written by \`make bench\` (benchmarks/run-all.sh) from the files in results/; findings are hand-written in FINDINGS.md."
   echo
-  echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "- Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load average at start $(cut -d' ' -f1-3 /proc/loadavg); the cores are shared by the servers, wrk and the clients"
-  echo "- Commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
+  echo "- Written: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)'); parts skipped this time: ${SKIP:-none}"
+  echo "- Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); the cores are shared by the servers, wrk and the clients, and by other work on this machine"
   echo "- Toolchain: $(swift --version 2>/dev/null | head -1)"
   echo
-  for part in inprocess http sync; do
-    [ -s "$OUT/$part.md" ] || continue
-    case $part in
-      inprocess) echo "## In-process (package-benchmark; medians are p50)" ;;
-      http) echo "## HTTP: authz serve vs. a bare libmicrohttpd server (wrk)" ;;
-      sync) echo "## Sync and scale" ;;
-    esac
-    echo
-    cat "$OUT/$part.md"
-    echo
-  done
+  echo "## In-process (package-benchmark)"
+  echo
+  python3 benchmarks/summarize-inprocess.py < "$R/inprocess-raw.md"
+  echo
+  echo "## HTTP: authz serve vs. a bare libmicrohttpd server (wrk)"
+  echo
+  cat "$R/http.md"
+  echo
+  echo "## Sync and scale"
+  echo
+  cat "$R/sync.md"
+  echo
   cat benchmarks/FINDINGS.md
 } > benchmarks/RESULTS.md
 echo "wrote benchmarks/RESULTS.md" >&2

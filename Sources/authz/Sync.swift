@@ -87,7 +87,7 @@ struct Sync: AsyncParsableCommand {
         }
         progress.finish()
         let secs = Date().timeIntervalSince(start)
-        print("synced \(records.count) records in \(totals.batches) batch\(totals.batches == 1 ? "" : "es")\(replace ? " (replace)" : "") to \(server): "
+        print("synced \(records.count) record\(records.count == 1 ? "" : "s") in \(totals.batches) batch\(totals.batches == 1 ? "" : "es")\(replace ? " (replace)" : "") to \(server): "
             + "revision \(totals.revision), upserted \(totals.upserted), deleted \(totals.deleted), "
             + String(format: "%.2f s, %.0f records/s", secs, Double(records.count) / max(secs, 1e-9)))
     }
