@@ -129,10 +129,11 @@ public final class MembershipStore: Sendable {
             }
             // In primary-key order: appending to a B-tree is far cheaper than random inserts.
             // (String order equals SQLite's byte order for ASCII ids; otherwise only speed differs.)
-            let keyed = records.map { ($0.sortKey, $0) }
-            let sorted = keyed.sorted { x, y in
-                x.0.kind != y.0.kind ? x.0.kind < y.0.kind : (x.0.a != y.0.a ? x.0.a < y.0.a : x.0.b < y.0.b)
-            }.map(\.1)
+            var sorted = records
+            sorted.sort { x, y in
+                let (a, b) = (x.sortKey, y.sortKey)
+                return a.kind != b.kind ? a.kind < b.kind : (a.a != b.a ? a.a < b.a : a.b < b.b)
+            }
             for r in sorted { try write(r, db) }
             try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
         }

@@ -1,5 +1,8 @@
 import AuthzCore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The one writer of membership data: validates a batch against the current directory,
 /// commits it durably, and only then publishes the new snapshot. Batches are serialized;
@@ -52,6 +55,20 @@ public final class MembershipSync: @unchecked Sendable {
         }
         self.revision = revision
         publish(directory, revision)
+        Self.returnFreedMemory()
+    }
+
+    /// After a large batch, the decoded records and the replaced directory are freed, but
+    /// glibc keeps the pages in its arenas: hand them back so the resident size reflects
+    /// what the service holds.
+    static func returnFreedMemory() {
+        #if canImport(Glibc)
+        // `malloc_trim` is glibc's (malloc.h, which Swift's Glibc module does not export).
+        typealias Trim = @convention(c) (Int) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
+        let trim = unsafeBitCast(symbol, to: Trim.self)
+        DispatchQueue.global(qos: .background).asyncAfter(deadline: .now() + 1) { _ = trim(0) }
+        #endif
     }
 
     /// The current revision and directory.
@@ -97,6 +114,7 @@ public final class MembershipSync: @unchecked Sendable {
         directory = next
         revision = newRevision
         publish(next, newRevision)
+        if records.count > 10_000 { Self.returnFreedMemory() }
         return .success(outcome)
     }
 

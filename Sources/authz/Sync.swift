@@ -35,6 +35,11 @@ struct Sync: AsyncParsableCommand {
         // 1. Read and validate locally.
         var records: [LocatedRecord] = []
         var origins: [(file: String, line: Int)] = []
+        // For --replace the validated input goes as it is (no re-encoding): the files, each
+        // ending in a newline, with where each starts in the body's line numbering.
+        var raw = Data()
+        var rawStarts: [(file: String, firstLine: Int)] = []
+        var rawLines = 0
         var invalid = false
         for file in files {
             let data: Data
@@ -53,6 +58,12 @@ struct Sync: AsyncParsableCommand {
             }
             records += decoded.records
             origins += decoded.records.map { (file == "-" ? "<stdin>" : file, $0.line) }
+            if replace {
+                rawStarts.append((file == "-" ? "<stdin>" : file, rawLines + 1))
+                raw.append(data)
+                if data.last != UInt8(ascii: "\n") { raw.append(UInt8(ascii: "\n")) }
+                rawLines += data.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) } + (data.last == UInt8(ascii: "\n") || data.isEmpty ? 0 : 1)
+            }
         }
         if invalid { throw ExitCode(1) }
         let start = Date()
@@ -76,8 +87,23 @@ struct Sync: AsyncParsableCommand {
             : stride(from: 0, to: records.count, by: batchSize).map { $0..<min($0 + batchSize, records.count) }
         var expected = ifRevision
         for range in batches {
-            let body = Data(RecordCodec.encodeLines(records[range].map(\.record)).utf8)
-            let outcome = try await pushWithRetry(client, body, expected: expected, range: range, origins: origins)
+            let body: Data
+            let locate: (Int) -> String
+            if replace {
+                body = raw
+                raw = Data()
+                locate = { line in
+                    guard let part = rawStarts.last(where: { $0.firstLine <= line }) else { return "line \(line)" }
+                    return "\(part.file):\(line - part.firstLine + 1)"
+                }
+            } else {
+                body = Data(RecordCodec.encodeLines(records[range].map(\.record)).utf8)
+                locate = { line in
+                    let i = range.lowerBound + line - 1
+                    return origins.indices.contains(i) ? "\(origins[i].file):\(origins[i].line)" : "batch line \(line)"
+                }
+            }
+            let outcome = try await pushWithRetry(client, body, expected: expected, range: range, locate: locate)
             totals.upserted += outcome.upserted
             totals.deleted += outcome.deleted
             totals.revision = outcome.revision
@@ -93,7 +119,7 @@ struct Sync: AsyncParsableCommand {
     }
 
     private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, range: Range<Int>,
-                               origins: [(file: String, line: Int)]) async throws -> AuthzClient.SyncOutcome {
+                               locate: (Int) -> String) async throws -> AuthzClient.SyncOutcome {
         var delay: Double = 0.25
         var attempt = 1
         while true {
@@ -115,8 +141,7 @@ struct Sync: AsyncParsableCommand {
                     let lines = (try? JSONDecoder().decode(InvalidData.self, from: body))?.error.errors ?? []
                     if lines.isEmpty { printError("error: the server refused the data: \(message)") }
                     for e in lines {
-                        let i = range.lowerBound + e.line - 1
-                        let at = origins.indices.contains(i) ? "\(origins[i].file):\(origins[i].line)" : "batch line \(e.line)"
+                        let at = locate(e.line)
                         printError("\(at): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
                     }
                     throw ExitCode(1)
