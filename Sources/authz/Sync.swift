@@ -191,7 +191,7 @@ struct Sync: AsyncParsableCommand {
         case .success(let o):
             let secs = Date().timeIntervalSince(start)
             print("synced \(records.count) records into \(path): revision \(o.revision), upserted \(o.upserted), deleted \(o.deleted), "
-                + String(format: "%.2f s", secs))
+                + String(format: "%.2f s", secs) + " (validate \(o.validation), commit \(o.commit))")
         case .failure(.invalid(let errors)):
             for e in errors {
                 let i = records.firstIndex { $0.line == e.line } ?? -1
