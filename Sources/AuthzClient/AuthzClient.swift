@@ -108,7 +108,16 @@ public struct AuthzClient: Sendable {
         return try await send("POST", "/v1/sync", query: items, body: jsonLines, contentType: "application/x-ndjson")
     }
 
-    private func send<T: Decodable>(_ method: String, _ path: String, query: [URLQueryItem], body: Data?, contentType: String?) async throws(Failure) -> T {
+    /// Pushes a JSON Lines file as it is, streamed from disk (a replace of a million records
+    /// is a few hundred megabytes).
+    public func sync(file: URL, mode: SyncMode = .apply, ifRevision: Int64? = nil) async throws(Failure) -> SyncOutcome {
+        var items = [URLQueryItem(name: "mode", value: mode.rawValue)]
+        if let ifRevision { items.append(URLQueryItem(name: "if_revision", value: String(ifRevision))) }
+        return try await send("POST", "/v1/sync", query: items, body: nil, file: file, contentType: "application/x-ndjson")
+    }
+
+    private func send<T: Decodable>(_ method: String, _ path: String, query: [URLQueryItem], body: Data?, file: URL? = nil,
+                                    contentType: String?) async throws(Failure) -> T {
         guard var components = URLComponents(url: server.appendingPathComponent(path), resolvingAgainstBaseURL: false) else {
             throw .badResponse("invalid server URL \(server)")
         }
@@ -121,7 +130,9 @@ public struct AuthzClient: Sendable {
         let data: Data
         let response: URLResponse
         do {
-            if let body {
+            if let file {
+                (data, response) = try await session.upload(for: request, fromFile: file)
+            } else if let body {
                 (data, response) = try await session.upload(for: request, from: body)
             } else {
                 (data, response) = try await session.data(for: request)

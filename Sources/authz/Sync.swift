@@ -86,18 +86,28 @@ struct Sync: AsyncParsableCommand {
             ? [0..<records.count]
             : stride(from: 0, to: records.count, by: batchSize).map { $0..<min($0 + batchSize, records.count) }
         var expected = ifRevision
+        var temporaryFiles: [URL] = []
+        defer { for f in temporaryFiles { try? FileManager.default.removeItem(at: f) } }
         for range in batches {
-            let body: Data
+            let body: Payload
             let locate: (Int) -> String
             if replace {
-                body = raw
+                // Streamed from a file: URLSession uploads a file far more cheaply than a
+                // few hundred megabytes held in memory.
+                let file = FileManager.default.temporaryDirectory.appendingPathComponent("authz-sync-\(UUID().uuidString).jsonl")
+                do { try raw.write(to: file) } catch {
+                    printError("error: cannot write the upload file `\(file.path)`: \(error)")
+                    throw ExitCode(2)
+                }
                 raw = Data()
+                temporaryFiles.append(file)
+                body = .file(file)
                 locate = { line in
                     guard let part = rawStarts.last(where: { $0.firstLine <= line }) else { return "line \(line)" }
                     return "\(part.file):\(line - part.firstLine + 1)"
                 }
             } else {
-                body = Data(RecordCodec.encodeLines(records[range].map(\.record)).utf8)
+                body = .data(Data(RecordCodec.encodeLines(records[range].map(\.record)).utf8))
                 locate = { line in
                     let i = range.lowerBound + line - 1
                     return origins.indices.contains(i) ? "\(origins[i].file):\(origins[i].line)" : "batch line \(line)"
@@ -118,13 +128,21 @@ struct Sync: AsyncParsableCommand {
             + String(format: "%.2f s, %.0f records/s", secs, Double(records.count) / max(secs, 1e-9)))
     }
 
-    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, range: Range<Int>,
+    private enum Payload {
+        case data(Data)
+        case file(URL)
+    }
+
+    private func pushWithRetry(_ client: AuthzClient, _ body: Payload, expected: Int64?, range: Range<Int>,
                                locate: (Int) -> String) async throws -> AuthzClient.SyncOutcome {
         var delay: Double = 0.25
         var attempt = 1
         while true {
             do {
-                return try await client.sync(body, mode: replace ? .replace : .apply, ifRevision: expected)
+                switch body {
+                case .data(let data): return try await client.sync(data, mode: replace ? .replace : .apply, ifRevision: expected)
+                case .file(let url): return try await client.sync(file: url, mode: replace ? .replace : .apply, ifRevision: expected)
+                }
             } catch {
                 switch error {
                 case .unreachable, .refused(status: 503, _, _, _):
