@@ -58,13 +58,7 @@ final class SnapshotStore: Sendable {
         let first = Snapshot(directory: directory, revision: 1, ready: ready, generation: 1)
         generation = Atomic(1)
         published = Mutex(first)
-        var key = pthread_key_t()
-        let rc = pthread_key_create(&key) { pointer in
-            guard let pointer else { return }
-            Unmanaged<AnyObject>.fromOpaque(pointer).release()
-        }
-        precondition(rc == 0, "pthread_key_create failed: \(rc)")
-        self.key = key
+        key = makeReleasingThreadKey()
     }
 
     deinit {

@@ -17,13 +17,7 @@ final class ThreadScratch: Sendable {
     }
 
     init() {
-        var key = pthread_key_t()
-        let rc = pthread_key_create(&key) { pointer in
-            guard let pointer else { return }
-            Unmanaged<AnyObject>.fromOpaque(pointer).release()
-        }
-        precondition(rc == 0, "pthread_key_create failed: \(rc)")
-        self.key = key
+        key = makeReleasingThreadKey()
     }
 
     deinit {
@@ -49,4 +43,16 @@ final class ThreadScratch: Sendable {
             return try body(&bytes)
         }
     }
+}
+
+/// A pthread key whose per-thread value is a retained Swift object (`Unmanaged.passRetained`),
+/// released by the key's destructor when the thread exits.
+func makeReleasingThreadKey() -> pthread_key_t {
+    var key = pthread_key_t()
+    let rc = pthread_key_create(&key) { pointer in
+        guard let pointer else { return }
+        Unmanaged<AnyObject>.fromOpaque(pointer).release()
+    }
+    precondition(rc == 0, "pthread_key_create failed: \(rc)")
+    return key
 }

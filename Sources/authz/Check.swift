@@ -29,13 +29,7 @@ struct Check: ParsableCommand {
         } else {
             now = Timestamp.now
         }
-        let compiled: CompiledPolicy
-        do {
-            compiled = try PolicyLoader.load(path: policy)
-        } catch {
-            printError(error.description)
-            throw ExitCode(2)
-        }
+        let compiled = try loadPolicyOrExit(policy, status: 2)
         let directory: Directory
         do {
             directory = try DataFile.load(path: data, policy: compiled)

@@ -13,14 +13,7 @@ struct Compile: ParsableCommand {
     var policy = "policies/daytona.yaml"
 
     func run() throws {
-        let compiled: CompiledPolicy
-        do {
-            compiled = try PolicyLoader.load(path: policy)
-        } catch {
-            printError(error.description)
-            printError("\(error.errors.count) error\(error.errors.count == 1 ? "" : "s") in \(policy)")
-            throw ExitCode(1)
-        }
+        let compiled = try loadPolicyOrExit(policy, status: 1, summary: true)
         print(MatrixReport(compiled).render())
     }
 }

@@ -2,6 +2,7 @@ import AuthzCore
 import AuthzData
 import AuthzHTTP
 import AuthzPolicy
+import ArgumentParser
 
 /// Loads and compiles the policy file at `path`, reporting every error with its position.
 func loadPolicy(path: String) -> Result<CompiledPolicy, PolicyLoadError> {
@@ -15,4 +16,16 @@ func loadPolicy(path: String) -> Result<CompiledPolicy, PolicyLoadError> {
 /// Loads membership records (JSON Lines) from `path` into a directory bound to `policy`.
 func loadData(path: String, policy: CompiledPolicy) throws -> Directory {
     try DataFile.load(path: path, policy: policy)
+}
+
+/// Loads the policy for a command, or prints every error (file:line:column) and exits with
+/// `status`, after a summary line when `summary` is set.
+func loadPolicyOrExit(_ path: String, status: Int32, summary: Bool = false) throws -> CompiledPolicy {
+    do {
+        return try PolicyLoader.load(path: path)
+    } catch {
+        printError(error.description)
+        if summary { printError("\(error.errors.count) error\(error.errors.count == 1 ? "" : "s") in \(path)") }
+        throw ExitCode(status)
+    }
 }

@@ -29,13 +29,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        let compiled: CompiledPolicy
-        do {
-            compiled = try PolicyLoader.load(path: policy)
-        } catch {
-            printError(error.description)
-            throw ExitCode(2)
-        }
+        let compiled = try loadPolicyOrExit(policy, status: 2)
         let corpus = Corpus(memberships: memberships, seed: seed, policy: compiled)
         try write(corpus.records.lazy.map(RecordCodec.encode), to: out)
         if queries > 0, let queriesOut {

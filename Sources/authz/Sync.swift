@@ -193,11 +193,7 @@ struct Sync: AsyncParsableCommand {
     }
 
     private func syncStore(_ path: String, _ records: [LocatedRecord], _ origins: [(file: String, line: Int)], _ start: Date) throws {
-        let compiled: CompiledPolicy
-        do { compiled = try PolicyLoader.load(path: policy) } catch {
-            printError(error.description)
-            throw ExitCode(1)
-        }
+        let compiled = try loadPolicyOrExit(policy, status: 1)
         let writer: MembershipSync
         do {
             writer = try MembershipSync(store: try MembershipStore(path: path), policy: compiled, publish: { _, _ in })
