@@ -40,6 +40,8 @@ public final class MembershipSync: @unchecked Sendable {
     private let lock = NSLock()
     private var directory: Directory
     private var revision: Int64
+    /// How long opening took: reading the store, building the directory.
+    public private(set) var loadTimes: (read: Duration, build: Duration) = (.zero, .zero)
     /// Called with every new (directory, revision), under the writer lock, after the commit.
     private let publish: @Sendable (Directory, Int64) -> Void
 
@@ -47,9 +49,13 @@ public final class MembershipSync: @unchecked Sendable {
     public init(store: MembershipStore, policy: CompiledPolicy, publish: @escaping @Sendable (Directory, Int64) -> Void) throws {
         self.store = store
         self.publish = publish
+        let clock = ContinuousClock()
+        let t0 = clock.now
         let (records, revision) = try store.load()
+        let t1 = clock.now
         do {
             directory = try Directory.build(records, policy: policy)
+            loadTimes = (read: t1 - t0, build: clock.now - t1)
         } catch {
             throw Failure.storage("the store at \(store.path) does not fit policy `\(policy.name)`: \(error.errors.prefix(5).map(\.description).joined(separator: "; "))")
         }
