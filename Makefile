@@ -2,7 +2,7 @@
 SWIFT ?= swift
 CONFIG ?= debug
 
-.PHONY: deps build release test serve bench clean
+.PHONY: deps build release test serve bench api-fuzz clean
 
 # The system packages the build needs (CI and a new machine start bare).
 deps:
@@ -33,3 +33,13 @@ bench:
 
 clean:
 	rm -rf .build
+
+# Property-based API check: schemathesis (PyPI) generates requests from docs/openapi.yaml
+# against a release server and checks for 5xx and for answers that break the spec.
+api-fuzz: release
+	@command -v schemathesis >/dev/null || pip install -q schemathesis
+	rm -rf /tmp/authz-api-fuzz; AUTHZ_ADMIN_TOKEN=fuzz-admin .build/release/authz serve --port 18399 \
+	  --store /tmp/authz-api-fuzz/store.sqlite --data examples/daytona-demo.jsonl & pid=$$!; sleep 2; \
+	schemathesis run docs/openapi.yaml --url http://127.0.0.1:18399 -H "Authorization: Bearer fuzz-admin" \
+	  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+	  --exclude-path /v1/sync --max-examples 200; status=$$?; kill $$pid; exit $$status
