@@ -408,3 +408,45 @@ extension Directory {
         return n
     }
 }
+
+/// Builds a directory record by record, for a source too large to hold as one array (a store
+/// of millions of rows): each record is validated and applied as it arrives and can be freed
+/// at once. Same validation as `Directory.build`.
+public struct DirectoryBuilder: Sendable {
+    private var directory: Directory
+    private var errors: [DataError] = []
+
+    /// Expected sizes, by kind, and the total bytes of their keys (ids; org+user for members,
+    /// org+id for roles), so that no table is rebuilt as it grows. Zero means unknown.
+    public struct Expected: Sendable {
+        public var orgs = 0, users = 0, members = 0, roles = 0, apiKeys = 0, invitations = 0
+        public var orgKeyBytes = 0, userKeyBytes = 0, memberKeyBytes = 0, roleKeyBytes = 0, apiKeyKeyBytes = 0, invitationKeyBytes = 0
+        public init() {}
+    }
+
+    public init(policy: CompiledPolicy, expected: Expected = Expected()) {
+        directory = Directory(policy: policy)
+        let e = expected
+        if e.orgs > 0 { directory.orgs.reserve(e.orgs, keyBytes: e.orgKeyBytes) }
+        if e.users > 0 { directory.users.reserve(e.users, keyBytes: e.userKeyBytes) }
+        if e.members > 0 { directory.members.reserve(e.members, keyBytes: e.memberKeyBytes) }
+        if e.roles > 0 { directory.roles.reserve(e.roles, keyBytes: e.roleKeyBytes) }
+        if e.apiKeys > 0 { directory.keys.reserve(e.apiKeys, keyBytes: e.apiKeyKeyBytes) }
+        if e.invitations > 0 { directory.invitations.reserve(e.invitations, keyBytes: e.invitationKeyBytes) }
+    }
+
+    /// Validates and applies one record; an invalid one is remembered (up to 100) and skipped.
+    public mutating func add(_ record: Record, line: Int = 0) {
+        do {
+            try directory.apply(record)
+        } catch {
+            if errors.count < 100 { errors.append(DataError(line: line, field: error.field, message: error.message)) }
+        }
+    }
+
+    /// The directory, or every error found.
+    public func finish() throws(DataErrors) -> Directory {
+        if !errors.isEmpty { throw DataErrors(errors) }
+        return directory
+    }
+}

@@ -63,6 +63,12 @@ public final class MembershipStore: Sendable {
         DROP INDEX members_user; DROP INDEX api_keys_org; DROP INDEX api_keys_user; DROP INDEX invitations_org;
         """
 
+    /// Frees SQLite's page caches (up to 256 MB a connection after a bulk read or write):
+    /// the service answers from its directory, not from the store.
+    public func releaseMemory() {
+        pool.releaseMemory()
+    }
+
     /// The revision of the last committed sync (0 for a new store).
     public func revision() throws -> Int64 {
         try pool.read { db in try Self.revision(db) }
@@ -74,9 +80,34 @@ public final class MembershipStore: Sendable {
 
     /// Every record and the revision they are at, in an order that rebuilds the directory.
     public func load() throws -> (records: [LocatedRecord], revision: Int64) {
+        var out: [LocatedRecord] = []
+        let revision = try load { out.append(LocatedRecord(line: 0, record: $0)) }
+        return (out, revision)
+    }
+
+    /// How many rows of each kind the store holds, and their key bytes (to size a directory).
+    public func expectedSizes() throws -> DirectoryBuilder.Expected {
         try pool.read { db in
-            var out: [LocatedRecord] = []
-            func add(_ r: AuthzCore.Record) { out.append(LocatedRecord(line: 0, record: r)) }
+            var e = DirectoryBuilder.Expected()
+            func count(_ sql: String) throws -> (Int, Int) {
+                let row = try Row.fetchOne(db, sql: sql)
+                return (row?[0] ?? 0, row?[1] ?? 0)
+            }
+            (e.orgs, e.orgKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM orgs")
+            (e.users, e.userKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM users")
+            (e.roles, e.roleKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(id AS BLOB))), 0) FROM roles")
+            (e.members, e.memberKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(user AS BLOB))), 0) FROM members")
+            (e.apiKeys, e.apiKeyKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM api_keys")
+            (e.invitations, e.invitationKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM invitations")
+            return e
+        }
+    }
+
+    /// Streams every record, in an order that rebuilds the directory, to `body`, in one read
+    /// transaction; returns the revision they are at.
+    public func load(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
+        try pool.read { db in
+            func add(_ r: AuthzCore.Record) { body(r) }
             let cursor1 = try Row.fetchCursor(db, sql: "SELECT id, personal, suspended, suspended_until FROM orgs")
             while let row = try cursor1.next() {
                 add(.org(.init(id: row[0], personal: row[1], suspended: row[2], suspendedUntil: time(row[3]))))
@@ -102,7 +133,7 @@ public final class MembershipStore: Sendable {
                 add(.invitation(.init(id: row[0], org: row[1], email: row[2], role: row[3], assignments: list(row[4]),
                                       status: row[5], expiresAt: time(row[6]))))
             }
-            return (out, try Self.revision(db))
+            return try Self.revision(db)
         }
     }
 

@@ -51,16 +51,20 @@ public final class MembershipSync: @unchecked Sendable {
         self.publish = publish
         let clock = ContinuousClock()
         let t0 = clock.now
-        let (records, revision) = try store.load()
+        // Streamed: each row is validated into the directory as it is read, so the records
+        // never sit in memory all at once (a million members would be several hundred MB).
+        var builder = DirectoryBuilder(policy: policy, expected: try store.expectedSizes())
+        let revision = try store.load { builder.add($0) }
         let t1 = clock.now
         do {
-            directory = try Directory.build(records, policy: policy)
+            directory = try builder.finish()
             loadTimes = (read: t1 - t0, build: clock.now - t1)
         } catch {
             throw Failure.storage("the store at \(store.path) does not fit policy `\(policy.name)`: \(error.errors.prefix(5).map(\.description).joined(separator: "; "))")
         }
         self.revision = revision
         publish(directory, revision)
+        store.releaseMemory()
         Self.returnFreedMemory()
     }
 
@@ -120,7 +124,10 @@ public final class MembershipSync: @unchecked Sendable {
         directory = next
         revision = newRevision
         publish(next, newRevision)
-        if records.count > 10_000 { Self.returnFreedMemory() }
+        if records.count > 10_000 {
+            store.releaseMemory()
+            Self.returnFreedMemory()
+        }
         return .success(outcome)
     }
 

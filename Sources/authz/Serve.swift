@@ -162,7 +162,7 @@ struct Serve: ParsableCommand {
             _ = server.reloadPolicy()
         }
         let counts = writer.current.directory.counts
-        logger.info("ready at revision \(writer.current.revision): \(counts.members) members in \(counts.orgs) orgs, \(counts.apiKeys) api keys, \(counts.invitations) invitations, loaded in \(ContinuousClock.now - loadStart) (store read \(writer.loadTimes.read), directory build \(writer.loadTimes.build))")
+        logger.info("ready at revision \(writer.current.revision): \(counts.members) members in \(counts.orgs) orgs, \(counts.apiKeys) api keys, \(counts.invitations) invitations, loaded in \(ContinuousClock.now - loadStart) (store read and directory build, streamed: \(writer.loadTimes.read))")
 
         stopped.wait()
         sources.forEach { $0.cancel() }
