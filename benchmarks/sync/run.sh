@@ -62,6 +62,7 @@ t0=$(now)
 $AUTHZ sync --server "http://127.0.0.1:$PORT" --replace "$WORK/data.jsonl" > "$WORK/sync.out"
 t1=$(now)
 REPLACE_S=$(echo "$t1 - $t0" | bc)
+sleep 3   # steady state: the server hands freed memory back a second after a large batch
 RSS=$(rss_mb); HWM=$(hwm_mb)
 
 # 2. Check latency idle, then during a second full replace.
@@ -75,14 +76,15 @@ wait $SYNC_PID
 kill -TERM $SERVER_PID; wait $SERVER_PID 2>/dev/null || true
 t0=$(now); start_server; wait_ready; t1=$(now)
 START_S=$(echo "$t1 - $t0" | bc)
+sleep 3
 RSS2=$(rss_mb)
 
 {
   echo "| sync and scale, $N memberships ($RECORDS records) | result |"
   echo "| --- | ---: |"
   echo "| \`authz sync --replace\` end to end | $(printf %.2f "$REPLACE_S") s |"
-  echo "| server RSS after the replace (peak) | $RSS MB ($HWM MB) |"
-  echo "| server start with that store, to /readyz 200 | $(printf %.2f "$START_S") s (RSS $RSS2 MB) |"
+  echo "| server RSS 3 s after the replace (peak) | $RSS MB ($HWM MB) |"
+  echo "| server start with that store, to /readyz 200 | $(printf %.2f "$START_S") s (RSS 3 s later: $RSS2 MB) |"
   echo "| GET /v1/check idle, 16 connections: req/s, p50, p99 | $(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/idle.txt"), $(p50 < "$WORK/idle.txt"), $(p99 < "$WORK/idle.txt") |"
   echo "| GET /v1/check during a full replace: req/s, p50, p99 | $(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/busy.txt"), $(p50 < "$WORK/busy.txt"), $(p99 < "$WORK/busy.txt") |"
   echo
