@@ -142,7 +142,10 @@ extension Directory {
         guard let (type, target) = split(resource), let id = policy.actionID(type, action) else {
             switch resolveAction(resource: resource, action: action) {
             case .failure(let e): return .failure(e)
-            case .success: preconditionFailure("resolveAction found an action the fast path did not")
+            case .success:
+                // Unreachable (both paths check the same things), but never trap on a
+                // client's request: refuse it.
+                return .failure(requestError(.unknownAction, "action", action, "could not be resolved"))
             }
         }
         guard !orgID.isEmpty else {
