@@ -150,10 +150,13 @@ public struct DataError: Error, Sendable, Hashable, CustomStringConvertible {
         self.field = field
         self.message = message
     }
-    public var description: String {
-        let at = line > 0 ? "line \(line)" : "data"
-        if let field { return "\(at): field `\(field)`: \(message)" }
-        return "\(at): \(message)"
+    public var description: String { "\(line > 0 ? "line \(line)" : "data"): \(detail)" }
+
+    /// The error without its position (`field `org`: unknown org `x``), for callers that name
+    /// the place themselves (`file.jsonl:3: ...`).
+    public var detail: String {
+        if let field { return "field `\(field)`: \(message)" }
+        return message
     }
 }
 

@@ -223,7 +223,7 @@ enum SuiteLoader {
                     let record = try RecordCodec.decode(line: String(decoding: json, as: UTF8.self), number: line)
                     out.append(LocatedRecord(line: line, record: record))
                 } catch let e as DataError {
-                    problem(item, "record: \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
+                    problem(item, "record: \(e.detail)")
                 } catch {
                     problem(item, "record: \(error)")
                 }

@@ -53,11 +53,14 @@ struct Sync: AsyncParsableCommand {
             }
             let decoded = RecordCodec.decodeLines(data)
             for e in decoded.errors {
-                printError("\(file == "-" ? "<stdin>" : file):\(e.line): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
+                printError("\(file == "-" ? "<stdin>" : file):\(e.line): \(e.detail)")
                 invalid = true
             }
-            records += decoded.records
+            // Numbered across all inputs (line = position + 1), so an error found after the
+            // files are joined names its record; `origins` maps it back to file and line.
             origins += decoded.records.map { (file == "-" ? "<stdin>" : file, $0.line) }
+            let base = records.count
+            records += decoded.records.enumerated().map { LocatedRecord(line: base + $0.offset + 1, record: $0.element.record) }
             if replace {
                 rawStarts.append((file == "-" ? "<stdin>" : file, rawLines + 1))
                 raw.append(data)
@@ -160,7 +163,7 @@ struct Sync: AsyncParsableCommand {
                     if lines.isEmpty { printError("error: the server refused the data: \(message)") }
                     for e in lines {
                         let at = locate(e.line)
-                        printError("\(at): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
+                        printError("\(at): \(e.detail)")
                     }
                     throw ExitCode(1)
                 case .refused(let status, let code, let message, _):
@@ -177,7 +180,12 @@ struct Sync: AsyncParsableCommand {
 
     private struct InvalidData: Decodable {
         struct Body: Decodable { var errors: [Line]? = [] }
-        struct Line: Decodable { var line: Int; var field: String?; var message: String }
+        struct Line: Decodable {
+            var line: Int
+            var field: String?
+            var message: String
+            var detail: String { DataError(line: line, field: field, message: message).detail }
+        }
         var error: Body
     }
 
@@ -208,9 +216,8 @@ struct Sync: AsyncParsableCommand {
                 + String(format: "%.2f s", secs) + " (validate \(o.validation), commit \(o.commit))")
         case .failure(.invalid(let errors)):
             for e in errors {
-                let i = records.firstIndex { $0.line == e.line } ?? -1
-                let at = i >= 0 ? "\(origins[i].file):\(origins[i].line)" : "line \(e.line)"
-                printError("\(at): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)")
+                let at = origins.indices.contains(e.line - 1) ? "\(origins[e.line - 1].file):\(origins[e.line - 1].line)" : "line \(e.line)"
+                printError("\(at): \(e.detail)")
             }
             throw ExitCode(1)
         case .failure(.conflict(let current)):
