@@ -57,7 +57,3 @@ extension Timestamp {
         return Timestamp(seconds: Int64(s), nanoseconds: Int32((t - s) * 1e9))
     }
 }
-
-func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
-}

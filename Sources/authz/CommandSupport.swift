@@ -1,5 +1,5 @@
 import AuthzCore
-import AuthzData
+import Foundation
 import AuthzHTTP
 import AuthzPolicy
 import ArgumentParser
@@ -13,10 +13,6 @@ func loadPolicy(path: String) -> Result<CompiledPolicy, PolicyLoadError> {
     }
 }
 
-/// Loads membership records (JSON Lines) from `path` into a directory bound to `policy`.
-func loadData(path: String, policy: CompiledPolicy) throws -> Directory {
-    try DataFile.load(path: path, policy: policy)
-}
 
 /// Loads the policy for a command, or prints every error (file:line:column) and exits with
 /// `status`, after a summary line when `summary` is set.
@@ -28,4 +24,8 @@ func loadPolicyOrExit(_ path: String, status: Int32, summary: Bool = false) thro
         if summary { printError("\(error.errors.count) error\(error.errors.count == 1 ? "" : "s") in \(path)") }
         throw ExitCode(status)
     }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
 }

@@ -88,7 +88,7 @@ struct Serve: ParsableCommand {
         switch loadPolicy(path: policyPath) {
         case .success(let p): compiled = p
         case .failure(let e):
-            for line in e.errors { FileHandle.standardError.write(Data("error: \(line)\n".utf8)) }
+            for line in e.errors { printError("error: \(line)") }
             throw ExitCode.failure
         }
         // Listen at once (/healthz answers, /readyz says 503), then load the store.
@@ -98,7 +98,7 @@ struct Serve: ParsableCommand {
         do {
             try server.start()
         } catch {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            printError("error: \(error.message)")
             throw ExitCode.failure
         }
         logger.info("listening on http://\(host):\(server.port) with policy \(policyPath) (`\(compiled.name)`), \(configuration.threads) threads; loading \(store)")
@@ -145,7 +145,7 @@ struct Serve: ParsableCommand {
                 server.publish(directory, revision: UInt64(revision), ready: false)
             }
         } catch {
-            FileHandle.standardError.write(Data("error: cannot load the store `\(store)`: \(error)\n".utf8))
+            printError("error: cannot load the store `\(store)`: \(error)")
             server.shutdown()
             throw ExitCode.failure
         }
@@ -174,7 +174,7 @@ struct Serve: ParsableCommand {
     /// Applies a JSON Lines file to an empty store, as revision 1.
     private func seed(_ writer: MembershipSync, from path: String, policy: CompiledPolicy) throws {
         guard let bytes = FileManager.default.contents(atPath: path) else {
-            FileHandle.standardError.write(Data("error: cannot read --data `\(path)`\n".utf8))
+            printError("error: cannot read --data `\(path)`")
             throw ExitCode.failure
         }
         let decoded = RecordCodec.decodeLines(bytes)
@@ -184,11 +184,11 @@ struct Serve: ParsableCommand {
             case .success: return
             case .failure(.invalid(let e)): errors = e
             case .failure(let other):
-                FileHandle.standardError.write(Data("error: cannot seed the store: \(other)\n".utf8))
+                printError("error: cannot seed the store: \(other)")
                 throw ExitCode.failure
             }
         }
-        for e in errors { FileHandle.standardError.write(Data("\(path):\(e.line): \(e.field.map { "field `\($0)`: " } ?? "")\(e.message)\n".utf8)) }
+        for e in errors { printError("\(path):\(e.line): \(e.detail)") }
         throw ExitCode.failure
     }
 
