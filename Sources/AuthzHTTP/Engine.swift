@@ -71,8 +71,8 @@ final class Engine: Sendable {
             return fail(tooLarge(route))
         }
         if route == .sync {
-            if let e = requireJSONLines(c) { return fail(e) }
-        } else if route != .policyReload, let e = requireJSON(c) {
+            if let e = requireContentType(c, Self.jsonLines) { return fail(e) }
+        } else if route != .policyReload, let e = requireContentType(c, Self.json) {
             return fail(e)
         }
         return .readBody(RequestState(route: route, start: start))
@@ -183,27 +183,27 @@ final class Engine: Sendable {
         return constantTimeEqual(given, expected) ? nil : .unauthorized("invalid bearer token")
     }
 
-    private func requireJSON(_ c: Connection) -> HTTPError? {
-        guard let type = c.header("Content-Type") else { return .unsupportedMediaType(nil) }
-        let expected: StaticString = "application/json"
-        let n = expected.utf8CodeUnitCount
-        var matches = type.count >= n
-        if matches {
-            for i in 0..<n where type[i] | 0x20 != expected.utf8Start[i] | 0x20 { matches = false; break }
-            if type.count > n && type[n] != 0x3B && type[n] != 0x20 { matches = false }
-        }
-        return matches ? nil : .unsupportedMediaType(String(decoding: type, as: UTF8.self))
-    }
+    /// The media types the POST routes take: JSON, and JSON Lines for `/v1/sync`.
+    private static let json: [StaticString] = ["application/json"]
+    private static let jsonLines: [StaticString] = [
+        "application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines",
+    ]
 
-    /// `/v1/sync` takes JSON Lines.
-    private func requireJSONLines(_ c: Connection) -> HTTPError? {
-        guard let raw = c.header("Content-Type") else {
-            return .unsupportedMediaType(nil, expected: "application/x-ndjson")
+    /// Whether the request's `Content-Type` is one of `accepted` (ASCII case-insensitive;
+    /// parameters after `;` ignored), compared on the header's bytes.
+    private func requireContentType(_ c: Connection, _ accepted: [StaticString]) -> HTTPError? {
+        guard let type = c.header("Content-Type") else { return .unsupportedMediaType(nil, expected: accepted[0].description) }
+        for candidate in accepted {
+            let n = candidate.utf8CodeUnitCount
+            guard type.count >= n else { continue }
+            var matches = true
+            for i in 0..<n where type[i] | 0x20 != candidate.utf8Start[i] | 0x20 {
+                matches = false
+                break
+            }
+            if matches && (type.count == n || type[n] == 0x3B || type[n] == 0x20) { return nil }
         }
-        let type = String(decoding: raw, as: UTF8.self)
-        let base = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-        let accepted = ["application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines"]
-        return accepted.contains(base) ? nil : .unsupportedMediaType(type, expected: "application/x-ndjson")
+        return .unsupportedMediaType(String(decoding: type, as: UTF8.self), expected: accepted[0].description)
     }
 
     func parseLength(_ b: UnsafeRawBufferPointer) -> Int? {
