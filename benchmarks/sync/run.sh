@@ -66,10 +66,10 @@ sleep 3   # steady state: the server hands freed memory back a second after a la
 RSS=$(rss_mb); HWM=$(hwm_mb)
 
 # 2. Check latency idle, then during a second full replace.
-AUTHZ_PATHS="$WORK/paths.txt" wrk -t2 -c16 -d8s --latency -s benchmarks/sync/paths.lua "http://127.0.0.1:$PORT" > "$WORK/idle.txt"
+wrk -t2 -c16 -d8s --latency -s benchmarks/http/check.lua "http://127.0.0.1:$PORT" -- "$WORK/paths.txt" > "$WORK/idle.txt"
 $AUTHZ sync --server "http://127.0.0.1:$PORT" --replace "$WORK/data.jsonl" > "$WORK/sync2.out" &
 SYNC_PID=$!
-AUTHZ_PATHS="$WORK/paths.txt" wrk -t2 -c16 -d8s --latency -s benchmarks/sync/paths.lua "http://127.0.0.1:$PORT" > "$WORK/busy.txt"
+wrk -t2 -c16 -d8s --latency -s benchmarks/http/check.lua "http://127.0.0.1:$PORT" -- "$WORK/paths.txt" > "$WORK/busy.txt"
 wait $SYNC_PID
 
 # 3. Restart on the store: time to /readyz 200.
