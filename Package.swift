@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "AuthzPolicy", targets: ["AuthzPolicy"]),
         .library(name: "AuthzClient", targets: ["AuthzClient"]),
         .library(name: "AuthzHTTP", targets: ["AuthzHTTP"]),
+        .library(name: "AuthzStore", targets: ["AuthzStore"]),
         .library(name: "AuthzWorkload", targets: ["AuthzWorkload"]),
     ],
     dependencies: [
@@ -27,7 +28,7 @@ let package = Package(
         // The durable copy of the membership data (SQLite through GRDB) and its revision.
         .target(
             name: "AuthzStore",
-            dependencies: ["AuthzCore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["AuthzCore", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")]
         ),
         // A client of `authz serve` for Swift services and for `authz sync`. Foundation only.
         .target(name: "AuthzClient"),

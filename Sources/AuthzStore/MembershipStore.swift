@@ -153,75 +153,96 @@ public final class MembershipStore: Sendable {
         try pool.write { db in
             let found = try Self.revision(db)
             guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
-            for r in records { try write(r.record, db) }
+            var writer = RowWriter(db)
+            for r in records { try writer.write(r.record) }
             try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
         }
     }
 
-    /// Replaces the whole state with `records` (already the complete, valid state).
-    public func replace(with records: [AuthzCore.Record], revision: Int64, previous: Int64) throws {
-        try pool.write { db in
-            let found = try Self.revision(db)
-            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
-            for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
-                try db.execute(sql: "DELETE FROM \(table)")
+    /// Replaces the whole state with `batch` (a replace's records, in order) and stamps it
+    /// `revision`, while `validate` runs on a second thread: the rows are written as the batch
+    /// is validated, and the transaction commits only if `validate` returns. If it throws,
+    /// nothing changes and its error is rethrown (a failed store write throws the store's).
+    /// Returns `validate`'s result once the commit is durable.
+    public func replace<T: Sendable>(with batch: [LocatedRecord], revision: Int64, previous: Int64,
+                                     validatingMeanwhile validate: @escaping @Sendable () throws -> T) throws -> T {
+        let validation = Concurrently(validate)
+        do {
+            try pool.write { db in
+                let found = try Self.revision(db)
+                guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+                for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
+                    try db.execute(sql: "DELETE FROM \(table)")
+                }
+                // Bulk load: secondary indexes are dropped and built again after the inserts
+                // (a sort), instead of taking a million random inserts each. Same transaction.
+                try db.execute(sql: Self.dropIndexes)
+                var writer = RowWriter(db)
+                for (n, i) in Self.writeOrder(batch).enumerated() {
+                    try writer.write(batch[Int(i)].record)
+                    // An invalid batch is usually found early: stop writing for nothing.
+                    if n & 0x3FFF == 0, validation.failed { break }
+                }
+                try db.execute(sql: Self.createIndexes)
+                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+                // Throwing here rolls the transaction back.
+                _ = try validation.result.get()
             }
-            // Bulk load: secondary indexes are dropped and built again after the inserts
-            // (a sort), instead of taking a million random inserts each. Same transaction.
-            try db.execute(sql: Self.dropIndexes)
-            // In (nearly) primary-key order: appending to a B-tree is far cheaper than random
-            // inserts. Sorted by kind and the first bytes of the key, as plain integers, so the
-            // sort moves no reference-counted values.
-            var order = records.indices.map { (records[$0].sortPrefix, Int32($0)) }
-            order.sort { $0.0 < $1.0 }
-            for (_, i) in order { try write(records[Int(i)], db) }
-            try db.execute(sql: Self.createIndexes)
-            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+        } catch {
+            if case .failure(let invalid) = validation.result { throw invalid }
+            throw error
+        }
+        return try validation.result.get()
+    }
+
+    /// The order to write a replace's records in. Without deletes, (nearly) primary-key order:
+    /// appending to a B-tree is far cheaper than random inserts. Sorted by kind and the first
+    /// bytes of the key as plain integers (the sort moves no reference-counted values), then
+    /// by position, so that of two records with the same key the later is written last and
+    /// wins, as in the directory. A batch with deletes is written as it is: a delete cascades
+    /// over what came before it.
+    private static func writeOrder(_ batch: [LocatedRecord]) -> [Int32] {
+        var hasDeletes = false
+        var keyed: [(prefix: UInt64, index: Int32)] = []
+        keyed.reserveCapacity(batch.count)
+        for i in batch.indices {
+            let prefix = batch[i].record.sortPrefix()
+            if prefix == .max { hasDeletes = true }
+            keyed.append((prefix, Int32(i)))
+        }
+        if hasDeletes { return batch.indices.map { Int32($0) } }
+        keyed.sort { $0.prefix != $1.prefix ? $0.prefix < $1.prefix : $0.index < $1.index }
+        return keyed.map(\.index)
+    }
+}
+
+/// Runs a closure on its own thread at once; `result` waits for it. A thread rather than a
+/// Dispatch queue: a new thread inherits the caller's scheduling priority (the sync writer
+/// runs below the request threads, and so must its validation).
+private final class Concurrently<T: Sendable>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var outcome: Result<T, any Error>?
+
+    init(_ body: @escaping @Sendable () throws -> T) {
+        Thread.detachNewThread { [self] in
+            let r = Result { try body() }
+            lock.withLock { outcome = r }
+            done.signal()
         }
     }
 
-    /// One record, with the same semantics as `Directory.applying`: upsert replaces, delete
-    /// cascades (org: its members, roles, keys, invitations; user: its memberships and keys).
-    private func write(_ record: AuthzCore.Record, _ db: Database) throws {
-        func run(_ sql: String, _ args: StatementArguments) throws {
-            // Arguments are built here, in the right number: skip GRDB's per-row validation.
-            let statement = try db.cachedStatement(sql: sql)
-            statement.setUncheckedArguments(args)
-            try statement.execute()
-        }
-        switch record {
-        case .org(let r):
-            try run("INSERT OR REPLACE INTO orgs VALUES (?, ?, ?, ?)", [r.id, r.personal, r.suspended, r.suspendedUntil?.description])
-        case .user(let r):
-            try run("INSERT OR REPLACE INTO users VALUES (?, ?, ?)", [r.id, r.email, r.emailVerified])
-        case .role(let r):
-            try run("INSERT OR REPLACE INTO roles VALUES (?, ?, ?)", [r.org, r.id, r.permissions.joined(separator: " ")])
-        case .member(let r):
-            try run("INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?)", [r.org, r.user, r.role, r.assignments.joined(separator: " ")])
-        case .apiKey(let r):
-            try run("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?, ?, ?)",
-                    [r.id, r.org, r.user, r.permissions.joined(separator: " "), r.expiresAt?.description])
-        case .invitation(let r):
-            try run("INSERT OR REPLACE INTO invitations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [r.id, r.org, r.email, r.role, r.assignments.joined(separator: " "), r.status, r.expiresAt?.description])
-        case .delete(.org(let id)):
-            for sql in ["DELETE FROM orgs WHERE id = ?", "DELETE FROM members WHERE org = ?", "DELETE FROM roles WHERE org = ?",
-                        "DELETE FROM api_keys WHERE org = ?", "DELETE FROM invitations WHERE org = ?"] {
-                try run(sql, [id])
-            }
-        case .delete(.user(let id)):
-            for sql in ["DELETE FROM users WHERE id = ?", "DELETE FROM members WHERE user = ?", "DELETE FROM api_keys WHERE user = ?"] {
-                try run(sql, [id])
-            }
-        case .delete(.member(let org, let user)):
-            try run("DELETE FROM members WHERE org = ? AND user = ?", [org, user])
-        case .delete(.role(let org, let id)):
-            try run("DELETE FROM roles WHERE org = ? AND id = ?", [org, id])
-        case .delete(.apiKey(let id)):
-            try run("DELETE FROM api_keys WHERE id = ?", [id])
-        case .delete(.invitation(let id)):
-            try run("DELETE FROM invitations WHERE id = ?", [id])
-        }
+    /// Whether it has finished by throwing.
+    var failed: Bool {
+        lock.withLock { if case .failure = outcome { true } else { false } }
+    }
+
+    /// Its result, once it has finished.
+    var result: Result<T, any Error> {
+        if let r = lock.withLock({ outcome }) { return r }
+        done.wait()
+        done.signal()
+        return lock.withLock { outcome! }
     }
 }
 
@@ -235,16 +256,17 @@ private func time(_ s: String?) -> Timestamp? {
 
 extension AuthzCore.Record {
     /// The kind (top 3 bits) and the first bytes of the primary key (big-endian), so that
-    /// integer order approximates the table's key order.
-    fileprivate var sortPrefix: UInt64 {
+    /// integer order approximates the table's key order; `.max` for a delete.
+    fileprivate borrowing func sortPrefix() -> UInt64 {
         let (kind, first): (UInt64, String)
-        switch key {
-        case .org(let id): (kind, first) = (0, id)
-        case .user(let id): (kind, first) = (1, id)
-        case .role(let org, _): (kind, first) = (2, org)
-        case .member(let org, _): (kind, first) = (3, org)
-        case .apiKey(let id): (kind, first) = (4, id)
-        case .invitation(let id): (kind, first) = (5, id)
+        switch self {
+        case .org(let r): (kind, first) = (0, r.id)
+        case .user(let r): (kind, first) = (1, r.id)
+        case .role(let r): (kind, first) = (2, r.org)
+        case .member(let r): (kind, first) = (3, r.org)
+        case .apiKey(let r): (kind, first) = (4, r.id)
+        case .invitation(let r): (kind, first) = (5, r.id)
+        case .delete: return .max
         }
         var prefix: UInt64 = 0
         var n = 0

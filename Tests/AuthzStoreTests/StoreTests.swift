@@ -153,6 +153,67 @@ private let seed = """
         #expect(!allowed(d, "user:u1", "read", "acme"))
         #expect(Set(try MembershipStore(path: path).load().records.map(\.record)) == Set(d.records()))
     }
+
+    /// A replace writes its rows sorted by key while the directory is built in batch order:
+    /// a key sent twice keeps its last record, and a batch with deletes (written in order,
+    /// since a delete cascades) ends the same in the store as in the directory.
+    @Test func replaceWithRepeatedKeysAndDeletesStoresWhatTheDirectoryHolds() throws {
+        for body in [
+            """
+            {"kind":"org","id":"acme"}
+            {"kind":"member","org":"acme","user":"u1","role":"member","assignments":["dev"]}
+            {"kind":"org","id":"acme","suspended":true}
+            {"kind":"member","org":"acme","user":"u1","role":"owner"}
+            {"kind":"user","id":"u1","email":"a@x.io","email_verified":false}
+            {"kind":"user","id":"u1","email":"b@x.io","email_verified":true}
+            """,
+            seed + """
+
+            {"kind":"member","org":"acme","user":"u1","op":"delete"}
+            {"kind":"org","id":"gamma"}
+            {"kind":"user","id":"u2","op":"delete"}
+            {"kind":"member","org":"gamma","user":"u9","role":"owner"}
+            {"kind":"org","id":"beta","op":"delete"}
+            {"kind":"org","id":"beta"}
+            {"kind":"member","org":"beta","user":"u1","role":"member"}
+            """,
+        ] {
+            let (store, path) = try tempStore()
+            let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+            _ = try sync.sync(records(seed), mode: .apply).get()
+            _ = try sync.sync(records(body), mode: .replace).get()
+            let expected = Set(sync.current.directory.records())
+            #expect(Set(try MembershipStore(path: path).load().records.map(\.record)) == expected)
+            let reopened = try MembershipSync(store: try MembershipStore(path: path), policy: try policy(), publish: { _, _ in })
+            #expect(Set(reopened.current.directory.records()) == expected)
+        }
+    }
+
+    /// The rows of a replace are written while it is validated: an error anywhere, even far
+    /// into a large batch, leaves the store and the directory as they were.
+    @Test func invalidReplaceChangesNothingWhereverTheErrorIs() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        let before = Set(sync.current.directory.records())
+        var lines = (0..<40_000).map { #"{"kind":"org","id":"o\#($0)"}"# }
+        for errorAt in [0, 39_999] {
+            var bad = lines
+            bad[errorAt] = #"{"kind":"member","org":"nowhere","user":"u1","role":"member"}"#
+            guard case .failure(.invalid(let errors)) = sync.sync(records(bad.joined(separator: "\n")), mode: .replace) else {
+                Issue.record("an invalid replace was accepted")
+                return
+            }
+            #expect(errors.map(\.line) == [errorAt + 1])
+            #expect(sync.current.revision == 1)
+            #expect(Set(sync.current.directory.records()) == before)
+            #expect(try MembershipStore(path: path).revision() == 1)
+            #expect(Set(try MembershipStore(path: path).load().records.map(\.record)) == before)
+        }
+        lines.append(#"{"kind":"member","org":"o7","user":"u1","role":"owner"}"#)
+        #expect(try sync.sync(records(lines.joined(separator: "\n")), mode: .replace).get().upserted == 40_001)
+        #expect(try MembershipStore(path: path).load().records.count == 40_001)
+    }
 }
 
 /// Records what was published last.

@@ -5,6 +5,7 @@
 //   valgrind --tool=callgrind --toggle-collect='*runChecks*' .build/release/CheckProfile 1000 100000
 import AuthzCore
 import AuthzPolicy
+import AuthzStore
 import AuthzWorkload
 import Foundation
 
@@ -30,6 +31,28 @@ let directory = try Directory.build(corpus.located, policy: policy)
 let buildTime = ContinuousClock.now - buildStart
 print("memberships \(memberships): build \(String(format: "%.3f", seconds(buildTime))) s for \(corpus.located.count) records, RSS \(rssBefore) MB -> \(rssMB()) MB")
 if mode == "build" { exit(0) }
+if mode == "store" {
+    // The store's replace (a full sync's commit) into a new store file under /tmp.
+    let path = "/tmp/authz-profile-store-\(getpid()).sqlite"
+    defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+    let store = try MembershipStore(path: path)
+    let records = corpus.located
+    for round in 1...2 {
+        // As a sync does it: the directory is built (validation) while the rows are written.
+        let t0 = ContinuousClock.now
+        let built = try store.replace(with: records, revision: Int64(round), previous: Int64(round - 1)) {
+            let t = ContinuousClock.now
+            _ = try Directory.build(records, policy: policy)
+            return ContinuousClock.now - t
+        }
+        print("store replace \(records.count) records, round \(round): \(String(format: "%.2f", seconds(ContinuousClock.now - t0))) s (validation meanwhile \(String(format: "%.2f", seconds(built))) s), RSS \(rssMB()) MB")
+    }
+    let t0 = ContinuousClock.now
+    var n = 0
+    _ = try store.load { _ in n += 1 }
+    print("store load \(n) records: \(String(format: "%.2f", seconds(ContinuousClock.now - t0))) s")
+    exit(0)
+}
 if mode == "apply" {
     let batch = corpus.updateBatch(count: 100, seed: 45, policy: policy)
     var times: [Double] = []
