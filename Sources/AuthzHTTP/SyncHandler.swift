@@ -32,7 +32,11 @@ extension Engine {
             ifRevision = n
         }
         let decodeStart = ContinuousClock.now
-        let decoded = RecordCodec.decodeLines(Data(body))
+        // A view of the body, not a copy (a replace can be hundreds of megabytes).
+        let decoded = body.withUnsafeBytes { bytes in
+            RecordCodec.decodeLines(bytes.isEmpty ? Data() : Data(
+                bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
+        }
         let decodeTime = ContinuousClock.now - decodeStart
         if !decoded.errors.isEmpty { return invalidData(decoded.errors) }
         switch writer.sync(decoded.records, mode: mode, ifRevision: ifRevision) {

@@ -107,34 +107,54 @@ public final class MembershipStore: Sendable {
     /// transaction; returns the revision they are at.
     public func load(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
         try pool.read { db in
-            func add(_ r: AuthzCore.Record) { body(r) }
-            let cursor1 = try Row.fetchCursor(db, sql: "SELECT id, personal, suspended, suspended_until FROM orgs")
-            while let row = try cursor1.next() {
-                add(.org(.init(id: row[0], personal: row[1], suspended: row[2], suspendedUntil: time(row[3]))))
+            try RowReader.each(db, "SELECT id, personal, suspended, suspended_until FROM orgs") { r in
+                body(.org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: r.timestamp(3))))
             }
-            let cursor2 = try Row.fetchCursor(db, sql: "SELECT id, email, email_verified FROM users")
-            while let row = try cursor2.next() {
-                add(.user(.init(id: row[0], email: row[1], emailVerified: row[2])))
+            try RowReader.each(db, "SELECT id, email, email_verified FROM users") { r in
+                body(.user(.init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2))))
             }
-            let cursor3 = try Row.fetchCursor(db, sql: "SELECT org, id, permissions FROM roles")
-            while let row = try cursor3.next() {
-                add(.role(.init(org: row[0], id: row[1], permissions: list(row[2]))))
+            try RowReader.each(db, "SELECT org, id, permissions FROM roles") { r in
+                body(.role(.init(org: r.text(0), id: r.text(1), permissions: r.list(2))))
             }
-            let cursor4 = try Row.fetchCursor(db, sql: "SELECT org, user, role, assignments FROM members")
-            while let row = try cursor4.next() {
-                add(.member(.init(org: row[0], user: row[1], role: row[2], assignments: list(row[3]))))
+            try RowReader.each(db, "SELECT org, user, role, assignments FROM members") { r in
+                body(.member(.init(org: r.text(0), user: r.text(1), role: r.text(2), assignments: r.list(3))))
             }
-            let cursor5 = try Row.fetchCursor(db, sql: "SELECT id, org, user, permissions, expires_at FROM api_keys")
-            while let row = try cursor5.next() {
-                add(.apiKey(.init(id: row[0], org: row[1], user: row[2], permissions: list(row[3]), expiresAt: time(row[4]))))
+            try RowReader.each(db, "SELECT id, org, user, permissions, expires_at FROM api_keys") { r in
+                body(.apiKey(.init(id: r.text(0), org: r.text(1), user: r.text(2), permissions: r.list(3), expiresAt: r.timestamp(4))))
             }
-            let cursor6 = try Row.fetchCursor(db, sql: "SELECT id, org, email, role, assignments, status, expires_at FROM invitations")
-            while let row = try cursor6.next() {
-                add(.invitation(.init(id: row[0], org: row[1], email: row[2], role: row[3], assignments: list(row[4]),
-                                      status: row[5], expiresAt: time(row[6]))))
+            try RowReader.each(db, "SELECT id, org, email, role, assignments, status, expires_at FROM invitations") { r in
+                body(.invitation(.init(id: r.text(0), org: r.text(1), email: r.text(2), role: r.text(3), assignments: r.list(4),
+                                       status: r.text(5), expiresAt: r.timestamp(6))))
             }
             return try Self.revision(db)
         }
+    }
+
+    /// `load(_:)` with the reading on a second thread: `body` gets the records on the calling
+    /// thread, in the same order, in chunks, while the next ones are read (a start-up spends
+    /// about as long reading the store as building the directory).
+    public func loadConcurrently(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
+        let pipe = RecordPipe()
+        Thread.detachNewThread { [self] in
+            var chunk: [AuthzCore.Record] = []
+            chunk.reserveCapacity(RecordPipe.chunkSize)
+            let result = Result {
+                try load { record in
+                    chunk.append(record)
+                    if chunk.count == RecordPipe.chunkSize {
+                        pipe.put(chunk)
+                        chunk = []
+                        chunk.reserveCapacity(RecordPipe.chunkSize)
+                    }
+                }
+            }
+            if !chunk.isEmpty { pipe.put(chunk) }
+            pipe.finish(result)
+        }
+        while let chunk = pipe.take() {
+            for record in chunk { body(record) }
+        }
+        return try pipe.result.get()
     }
 
     /// What went wrong committing: the store refused or the revision moved under us.
@@ -216,6 +236,46 @@ public final class MembershipStore: Sendable {
     }
 }
 
+/// Chunks of records from a reading thread to a consuming one, at most a few in flight.
+private final class RecordPipe: @unchecked Sendable {
+    static let chunkSize = 8192
+    private let condition = NSCondition()
+    private var chunks: [[AuthzCore.Record]] = []
+    private var done: Result<Int64, any Error>?
+
+    func put(_ chunk: [AuthzCore.Record]) {
+        condition.lock()
+        while chunks.count >= 4 { condition.wait() }
+        chunks.append(chunk)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func finish(_ result: Result<Int64, any Error>) {
+        condition.lock()
+        done = result
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The next chunk, or nil once the reader has finished and every chunk was taken.
+    func take() -> [AuthzCore.Record]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while chunks.isEmpty && done == nil { condition.wait() }
+        if chunks.isEmpty { return nil }
+        condition.broadcast()
+        return chunks.removeFirst()
+    }
+
+    /// The reader's outcome (after `take()` returned nil).
+    var result: Result<Int64, any Error> {
+        condition.lock()
+        defer { condition.unlock() }
+        return done!
+    }
+}
+
 /// Runs a closure on its own thread at once; `result` waits for it. A thread rather than a
 /// Dispatch queue: a new thread inherits the caller's scheduling priority (the sync writer
 /// runs below the request threads, and so must its validation).
@@ -244,14 +304,6 @@ private final class Concurrently<T: Sendable>: @unchecked Sendable {
         done.signal()
         return lock.withLock { outcome! }
     }
-}
-
-private func list(_ s: String) -> [String] {
-    s.isEmpty ? [] : s.split(separator: " ").map(String.init)
-}
-
-private func time(_ s: String?) -> Timestamp? {
-    s.flatMap(Timestamp.init(rfc3339:))
 }
 
 extension AuthzCore.Record {

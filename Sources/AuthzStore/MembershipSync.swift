@@ -41,7 +41,8 @@ public final class MembershipSync: @unchecked Sendable {
     private let lock = NSLock()
     private var directory: Directory
     private var revision: Int64
-    /// How long opening took: reading the store, building the directory.
+    /// How long opening took: reading the store and building the directory (at once), then
+    /// finishing the directory.
     public private(set) var loadTimes: (read: Duration, build: Duration) = (.zero, .zero)
     /// Called with every new (directory, revision), under the writer lock, after the commit.
     private let publish: @Sendable (Directory, Int64) -> Void
@@ -53,9 +54,10 @@ public final class MembershipSync: @unchecked Sendable {
         let clock = ContinuousClock()
         let t0 = clock.now
         // Streamed: each row is validated into the directory as it is read, so the records
-        // never sit in memory all at once (a million members would be several hundred MB).
+        // never sit in memory all at once (a million members would be several hundred MB);
+        // the store is read on a second thread meanwhile.
         var builder = DirectoryBuilder(policy: policy, expected: try store.expectedSizes())
-        let revision = try store.load { builder.add($0) }
+        let revision = try store.loadConcurrently { builder.add($0) }
         let t1 = clock.now
         do {
             directory = try builder.finish()

@@ -40,6 +40,7 @@ struct Sync: AsyncParsableCommand {
         var raw = Data()
         var rawStarts: [(file: String, firstLine: Int)] = []
         var rawLines = 0
+        var inputBytes = 0
         var invalid = false
         for file in files {
             let data: Data
@@ -61,11 +62,13 @@ struct Sync: AsyncParsableCommand {
             origins += decoded.records.map { (file == "-" ? "<stdin>" : file, $0.line) }
             let base = records.count
             records += decoded.records.enumerated().map { LocatedRecord(line: base + $0.offset + 1, record: $0.element.record) }
+            inputBytes += data.count
             if replace {
                 rawStarts.append((file == "-" ? "<stdin>" : file, rawLines + 1))
                 raw.append(data)
                 if data.last != UInt8(ascii: "\n") { raw.append(UInt8(ascii: "\n")) }
-                rawLines += data.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) } + (data.last == UInt8(ascii: "\n") || data.isEmpty ? 0 : 1)
+                let breaks = data.withUnsafeBytes { bytes in bytes.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) } }
+                rawLines += breaks + (data.last == UInt8(ascii: "\n") || data.isEmpty ? 0 : 1)
             }
         }
         if invalid { throw ExitCode(1) }
@@ -96,15 +99,20 @@ struct Sync: AsyncParsableCommand {
             let locate: (Int) -> String
             if replace {
                 // Streamed from a file: URLSession uploads a file far more cheaply than a
-                // few hundred megabytes held in memory.
-                let file = FileManager.default.temporaryDirectory.appendingPathComponent("authz-sync-\(UUID().uuidString).jsonl")
-                do { try raw.write(to: file) } catch {
-                    printError("error: cannot write the upload file `\(file.path)`: \(error)")
-                    throw ExitCode(2)
+                // few hundred megabytes held in memory. One input file that ends its last
+                // line goes as it is; otherwise the joined inputs are written to a temporary one.
+                if files.count == 1, files[0] != "-", raw.last == UInt8(ascii: "\n"), raw.count == inputBytes {
+                    body = .file(URL(fileURLWithPath: files[0]))
+                } else {
+                    let file = FileManager.default.temporaryDirectory.appendingPathComponent("authz-sync-\(UUID().uuidString).jsonl")
+                    do { try raw.write(to: file) } catch {
+                        printError("error: cannot write the upload file `\(file.path)`: \(error)")
+                        throw ExitCode(2)
+                    }
+                    temporaryFiles.append(file)
+                    body = .file(file)
                 }
                 raw = Data()
-                temporaryFiles.append(file)
-                body = .file(file)
                 locate = { line in
                     guard let part = rawStarts.last(where: { $0.firstLine <= line }) else { return "line \(line)" }
                     return "\(part.file):\(line - part.firstLine + 1)"
