@@ -1,5 +1,7 @@
 import AuthzCore
+internal import CAuthzMHD
 import Dispatch
+import Foundation
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -46,7 +48,7 @@ final class SnapshotStore: Sendable {
     private let writer = Mutex<Void>(())
     private let key: pthread_key_t
     /// Where replaced snapshots are released, off the request threads.
-    static let reclaimer = DispatchQueue(label: "authz.snapshot-reclaimer", qos: .background)
+    static let reclaimer = Reclaimer()
 
     /// A thread's cached snapshot. Touched only by its own thread.
     private final class ThreadCache {
@@ -82,7 +84,7 @@ final class SnapshotStore: Sendable {
             }
             // The last reference to an old directory may be this one: freeing a million
             // entries would stall this request thread, so the release happens elsewhere.
-            SnapshotStore.reclaimer.async { withExtendedLifetime(previous) {} }
+            SnapshotStore.reclaimer.release(previous)
             return try body(fresh)
         }
         let fresh = published.withLock { $0 }
@@ -110,5 +112,33 @@ final class SnapshotStore: Sendable {
             generation.store(snapshot.generation, ordering: .releasing)
             return snapshot
         }
+    }
+}
+
+/// A thread of its own, below the request threads' priority, that drops the last reference
+/// to replaced snapshots: freeing a million-member directory takes a core for a second, and
+/// at normal priority (a Dispatch queue's worker, whatever its QoS, on Linux) that second
+/// came out of the checks' latency.
+final class Reclaimer: Sendable {
+    private let queue = Mutex<[Snapshot]>([])
+    private let wake = DispatchSemaphore(value: 0)
+
+    init() {
+        Thread.detachNewThread { [self] in
+            authz_lower_thread_priority(19)
+            while true {
+                wake.wait()
+                let batch = queue.withLock { q in
+                    defer { q = [] }
+                    return q
+                }
+                withExtendedLifetime(batch) {}
+            }
+        }
+    }
+
+    func release(_ snapshot: Snapshot) {
+        queue.withLock { $0.append(snapshot) }
+        wake.signal()
     }
 }

@@ -21,9 +21,13 @@ public final class MembershipStore: Sendable {
         config.prepareDatabase { db in
             // WAL (DatabasePool's default) + FULL: a commit is on disk before it returns.
             try db.execute(sql: "PRAGMA synchronous = FULL")
-            // A large page cache: a replace of a million rows rewrites most of the B-trees,
-            // and evicting dirty pages mid-transaction multiplies the writes.
-            try db.execute(sql: "PRAGMA cache_size = -262144")
+            // A large page cache for the writer: a replace of a million rows rewrites most of
+            // the B-trees, and evicting dirty pages mid-transaction multiplies the writes.
+            // Readers keep SQLite's default (2 MB): a start-up reads each table once, in order,
+            // and a cache as large as the store would only add to the resident size.
+            if !db.configuration.readonly {
+                try db.execute(sql: "PRAGMA cache_size = -262144")
+            }
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)

@@ -80,7 +80,11 @@ public final class MembershipSync: @unchecked Sendable {
         typealias Trim = @convention(c) (Int) -> Int32
         guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
         let trim = unsafeBitCast(symbol, to: Trim.self)
-        DispatchQueue.global(qos: .background).asyncAfter(deadline: .now() + 1) { _ = trim(0) }
+        // A thread of its own, which inherits the caller's priority (a sync's is lowered).
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: 1)
+            _ = trim(0)
+        }
         #endif
     }
 
