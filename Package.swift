@@ -66,7 +66,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzCoreTests",
-            dependencies: ["AuthzCore", "AuthzData", "AuthzPolicy"]
+            dependencies: ["AuthzCore", "AuthzData", "AuthzPolicy", "AuthzWorkload"]
         ),
         .testTarget(
             name: "AuthzStoreTests",
