@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "authz", targets: ["authz"]),
         .library(name: "AuthzCore", targets: ["AuthzCore"]),
+        .library(name: "AuthzData", targets: ["AuthzData"]),
         .library(name: "AuthzPolicy", targets: ["AuthzPolicy"]),
         .library(name: "AuthzClient", targets: ["AuthzClient"]),
         .library(name: "AuthzHTTP", targets: ["AuthzHTTP"]),
@@ -66,7 +67,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzCoreTests",
-            dependencies: ["AuthzCore", "AuthzData", "AuthzPolicy"]
+            dependencies: ["AuthzCore", "AuthzData", "AuthzPolicy", "AuthzWorkload"]
         ),
         .testTarget(
             name: "AuthzStoreTests",

@@ -33,6 +33,7 @@ package.targets.append(.executableTarget(
     name: "CheckProfile",
     dependencies: [
         .product(name: "AuthzCore", package: "OrgAuthz"),
+        .product(name: "AuthzData", package: "OrgAuthz"),
         .product(name: "AuthzStore", package: "OrgAuthz"),
         .product(name: "AuthzPolicy", package: "OrgAuthz"),
         .product(name: "AuthzWorkload", package: "OrgAuthz"),

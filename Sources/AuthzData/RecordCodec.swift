@@ -12,6 +12,10 @@ import Foundation
 /// timestamps) and reports what is wrong with the line and field at fault. Whether the names
 /// mean anything (an org that exists, an assignment the policy declares, a valid id) is for
 /// `Directory.applying`, which reports with the same line numbers.
+///
+/// Two decoders read a line: `FastRecordDecoder` takes the ordinary lines straight from their
+/// bytes, and gives any line it is not sure of to the reference decoder (`foundationDecode`:
+/// JSONSerialization, then `RecordReader`), which also writes every error message.
 public enum RecordCodec {
     /// `decodeLines` stops collecting errors after this many.
     public static let maxErrors = 100
@@ -23,6 +27,14 @@ public enum RecordCodec {
 
     /// Decodes one line of UTF-8 bytes (without its line break).
     public static func decode(line: Data, number: Int) throws(DataError) -> Record {
+        var fast = FastRecordDecoder()
+        if let record = line.withUnsafeBytes({ fast.decode($0) }) { return record }
+        return try foundationDecode(line: line, number: number)
+    }
+
+    /// The reference decoder: `JSONSerialization`, then `RecordReader`. It decides every line
+    /// `FastRecordDecoder` is not sure of, and writes every error message.
+    static func foundationDecode(line: Data, number: Int) throws(DataError) -> Record {
         let value: Any
         do {
             value = try JSONSerialization.jsonObject(with: line, options: [.fragmentsAllowed])
@@ -50,23 +62,33 @@ public enum RecordCodec {
     /// decoded on every core.
     public static func decodeLines(_ data: Data) -> (records: [LocatedRecord], errors: [DataError]) {
         let lines = splitLines(data)
+        if lines.isEmpty { return ([], []) }
         let chunkCount = min(ProcessInfo.processInfo.activeProcessorCount, max(1, lines.count / 20_000))
-        if chunkCount <= 1 { return decode(lines[...], of: data) }
-
         let chunkSize = (lines.count + chunkCount - 1) / chunkCount
-        let results = ChunkResults(count: chunkCount)
-        defer { results.deallocate() }
-        DispatchQueue.concurrentPerform(iterations: chunkCount) { c in
-            let range = (c * chunkSize)..<min(lines.count, (c + 1) * chunkSize)
-            results.store(decode(lines[range], of: data), at: c)
-        }
-        var records: [LocatedRecord] = []
         var errors: [DataError] = []
-        records.reserveCapacity(lines.count)
-        for c in 0..<chunkCount {
-            let part = results.take(c)
-            records.append(contentsOf: part.records)
-            errors.append(contentsOf: part.errors.prefix(maxErrors - errors.count))
+        // Each chunk writes its records into the result from the place of its first line, so
+        // they are never copied (a copy retains every string of 2M records, then releases them).
+        let records = [LocatedRecord](unsafeUninitializedCapacity: lines.count) { buffer, initialized in
+            let output = buffer.baseAddress!
+            if chunkCount == 1 {
+                (initialized, errors) = decode(lines[...], of: data, into: output)
+                return
+            }
+            let results = ChunkResults(count: chunkCount, output: output)
+            defer { results.deallocate() }
+            DispatchQueue.concurrentPerform(iterations: chunkCount) { c in
+                let range = (c * chunkSize)..<min(lines.count, (c + 1) * chunkSize)
+                results.store(decode(lines[range], of: data, into: results.output + range.lowerBound), at: c)
+            }
+            // Close the gaps the lines with errors left.
+            for c in 0..<chunkCount {
+                let part = results.take(c)
+                if c * chunkSize != initialized {
+                    (output + initialized).moveInitialize(from: output + c * chunkSize, count: part.count)
+                }
+                initialized += part.count
+                errors.append(contentsOf: part.errors.prefix(maxErrors - errors.count))
+            }
         }
         return (records, errors)
     }
@@ -95,39 +117,47 @@ public enum RecordCodec {
                 }
                 if !blank { lines.append(Line(number: number, range: start..<e)) }
             }
-            var i = 0
-            while i < bytes.count {
-                if bytes[i] == 0x0A {
-                    add(i)
-                    start = i + 1
-                }
-                i += 1
+            guard let base = bytes.baseAddress else { return lines }
+            while start < bytes.count {
+                let end = memchr(base + start, 0x0A, bytes.count - start).map { base.distance(to: $0) } ?? bytes.count
+                add(end)
+                start = end + 1
             }
-            if start < bytes.count { add(bytes.count) }
             return lines
         }
     }
 
-    private static func decode(_ lines: ArraySlice<Line>, of data: Data) -> (records: [LocatedRecord], errors: [DataError]) {
-        var records: [LocatedRecord] = []
+    /// Decodes `lines` into `output`, one record after the other, and returns how many it wrote
+    /// and the errors (stopping at `maxErrors`).
+    private static func decode(
+        _ lines: ArraySlice<Line>, of data: Data, into output: UnsafeMutablePointer<LocatedRecord>
+    ) -> (count: Int, errors: [DataError]) {
+        var count = 0
         var errors: [DataError] = []
-        records.reserveCapacity(lines.count)
+        var fast = FastRecordDecoder()
         data.withUnsafeBytes { (all: UnsafeRawBufferPointer) in
             for line in lines {
+                if let record = fast.decode(UnsafeRawBufferPointer(rebasing: all[line.range])) {
+                    (output + count).initialize(to: LocatedRecord(line: line.number, record: record))
+                    count += 1
+                    continue
+                }
                 // A view of the line, not a slice of `data`: slices would share one reference
                 // count between the threads decoding at once.
                 let bytes = Data(
                     bytesNoCopy: UnsafeMutableRawPointer(mutating: all.baseAddress! + line.range.lowerBound),
                     count: line.range.count, deallocator: .none)
                 do throws(DataError) {
-                    records.append(LocatedRecord(line: line.number, record: try decode(line: bytes, number: line.number)))
+                    let record = try foundationDecode(line: bytes, number: line.number)
+                    (output + count).initialize(to: LocatedRecord(line: line.number, record: record))
+                    count += 1
                 } catch {
                     errors.append(error)
                     if errors.count >= maxErrors { break }
                 }
             }
         }
-        return (records, errors)
+        return (count, errors)
     }
 
     /// The message of a Foundation JSON error, starting lowercase and without its final period.
@@ -141,14 +171,17 @@ public enum RecordCodec {
     }
 }
 
-/// Per-chunk results of a parallel decode: each task writes only its own slot.
+/// Per-chunk results of a parallel decode, and the records' shared output: each task writes
+/// only its own slot and its own part of `output`.
 private final class ChunkResults: @unchecked Sendable {
-    typealias Part = (records: [LocatedRecord], errors: [DataError])
+    typealias Part = (count: Int, errors: [DataError])
+    let output: UnsafeMutablePointer<LocatedRecord>
     private let slots: UnsafeMutablePointer<Part?>
     private let count: Int
 
-    init(count: Int) {
+    init(count: Int, output: UnsafeMutablePointer<LocatedRecord>) {
         self.count = count
+        self.output = output
         slots = .allocate(capacity: count)
         slots.initialize(repeating: nil, count: count)
     }

@@ -3,13 +3,37 @@
 //   swift build -c release --product CheckProfile
 //   .build/release/CheckProfile 100000 2000000          # memberships, checks: prints ns/check
 //   valgrind --tool=callgrind --toggle-collect='*runChecks*' .build/release/CheckProfile 1000 100000
+// `decode FILE [RUNS]` times `RecordCodec.decodeLines` of a JSON Lines file instead (median of
+// RUNS, default 3); callgrind can isolate it with --toggle-collect='*runDecode*'.
 import AuthzCore
+import AuthzData
 import AuthzPolicy
 import AuthzStore
 import AuthzWorkload
 import Foundation
 
 let args = CommandLine.arguments
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+@inline(never)
+func runDecode(_ data: Data) -> (records: [LocatedRecord], errors: [DataError]) {
+    RecordCodec.decodeLines(data)
+}
+
+if args.count > 2, args[1] == "decode" {
+    let data = try Data(contentsOf: URL(fileURLWithPath: args[2]))
+    let runs = args.count > 3 ? Int(args[3])! : 3
+    var times: [Double] = []
+    for _ in 0..<runs {
+        let start = ContinuousClock.now
+        let decoded = runDecode(data)
+        times.append(seconds(ContinuousClock.now - start)) // freeing the records is not timed
+        print("decode \(data.count) bytes: \(decoded.records.count) records, \(decoded.errors.count) errors, \(String(format: "%.3f", times.last!)) s")
+    }
+    times.sort()
+    print("decode median of \(runs): \(String(format: "%.3f", times[times.count / 2])) s")
+    exit(0)
+}
 let memberships = args.count > 1 ? Int(args[1])! : 1_000
 let checks = args.count > 2 ? Int(args[2])! : 100_000
 let mode = args.count > 3 ? args[3] : "string"
@@ -18,7 +42,6 @@ var url = URL(fileURLWithPath: #filePath)
 url.deleteLastPathComponent(); url.deleteLastPathComponent(); url.deleteLastPathComponent()
 let policy = try PolicyLoader.load(path: url.appendingPathComponent("policies/daytona.yaml").path)
 let corpus = Corpus(memberships: memberships, seed: 42, policy: policy)
-func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 func rssMB() -> Int {
     // VmRSS of this process, from /proc (Linux).
     guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
