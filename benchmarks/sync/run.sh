@@ -23,7 +23,7 @@ WORK=$(mktemp -d /tmp/authz-sync-bench.XXXXXX)
 PORT=18290
 export AUTHZ_ADMIN_TOKEN=bench-token
 SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; [ -n "${AUTHZ_KEEP_LOGS:-}" ] && cp "$WORK"/*.log /tmp/ 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 [ -n "${AUTHZ_SKIP_BUILD:-}" ] || swift build -c release --product authz >/dev/null
@@ -40,7 +40,7 @@ for line in open(sys.argv[1]):
 PY
 
 start_server() {
-  $AUTHZ serve --port $PORT --store "$WORK/store.sqlite" --max-sync-body $((2 << 30)) >"$WORK/serve.log" 2>&1 &
+  $AUTHZ serve --port $PORT --store "$WORK/store.sqlite" --max-sync-body $((2 << 30)) >>"$WORK/serve.log" 2>&1 &
   SERVER_PID=$!
 }
 wait_ready() {
