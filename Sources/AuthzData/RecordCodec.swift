@@ -76,7 +76,7 @@ public enum RecordCodec {
             }
             let results = ChunkResults(count: chunkCount, output: output)
             defer { results.deallocate() }
-            DispatchQueue.concurrentPerform(iterations: chunkCount) { c in
+            onThreads(chunkCount) { c in
                 let range = (c * chunkSize)..<min(lines.count, (c + 1) * chunkSize)
                 results.store(decode(lines[range], of: data, into: results.output + range.lowerBound), at: c)
             }
@@ -91,6 +91,26 @@ public enum RecordCodec {
             }
         }
         return (records, errors)
+    }
+
+    /// Runs `body(0)` ... `body(count - 1)` at once: the last on the calling thread, the others
+    /// on new threads. Not `DispatchQueue.concurrentPerform`: a new thread inherits the
+    /// caller's scheduling priority, and the server decodes a sync on a thread below its
+    /// request threads' priority, which Dispatch's workers would ignore.
+    static func onThreads(_ count: Int, _ body: (Int) -> Void) {
+        withoutActuallyEscaping(body) { body in
+            let unchecked = UncheckedBody(body)
+            let done = DispatchGroup()
+            for i in 0..<(count - 1) {
+                done.enter()
+                Thread.detachNewThread {
+                    unchecked.body(i)
+                    done.leave()
+                }
+            }
+            body(count - 1)
+            done.wait()
+        }
     }
 
     /// One line of input: its number and its byte range (line break excluded).
@@ -169,6 +189,12 @@ public enum RecordCodec {
         }
         return text
     }
+}
+
+/// A closure handed to other threads that run it before `onThreads` returns.
+private struct UncheckedBody: @unchecked Sendable {
+    let body: (Int) -> Void
+    init(_ body: @escaping (Int) -> Void) { self.body = body }
 }
 
 /// Per-chunk results of a parallel decode, and the records' shared output: each task writes

@@ -67,7 +67,8 @@ final class Engine: Sendable {
         if let e = authorize(c, route) { return fail(e) }
         if method == .get { return .get(route) }
         // POST: refuse early what the headers already condemn, before reading a byte of body.
-        if let length = c.header("Content-Length").flatMap(parseLength), length > bodyLimit(route) {
+        let length = c.header("Content-Length").flatMap(parseLength)
+        if let length, length > bodyLimit(route) {
             return fail(tooLarge(route))
         }
         if route == .sync {
@@ -75,7 +76,13 @@ final class Engine: Sendable {
         } else if route != .policyReload, let e = requireContentType(c, Self.json) {
             return fail(e)
         }
-        return .readBody(RequestState(route: route, start: start))
+        let state = RequestState(route: route, start: start)
+        // A replace is hundreds of megabytes: growing the buffer by doubling would copy it
+        // over and over on this pool thread. (The reservation is address space; pages are
+        // committed as the body arrives. The length is within the route's limit and the
+        // route's token was checked.)
+        if let length { state.body.reserveCapacity(length) }
+        return .readBody(state)
     }
 
     /// The second call of a GET: the request is complete; answer it.
