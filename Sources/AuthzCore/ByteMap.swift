@@ -26,6 +26,9 @@ struct ByteMap<Value: Sendable>: Sendable {
     private let shardShift: UInt64
     private(set) var count = 0
 
+    /// The shards, for `storageStats`.
+    var shardsForStats: [ByteMapShard<Value>] { shards }
+
     /// `shardBits` sets 2^shardBits shards; pick it for the largest expected size so that
     /// shards stay around a thousand entries.
     init(shardBits: Int) {
