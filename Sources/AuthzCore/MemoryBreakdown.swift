@@ -1,7 +1,7 @@
 /// Where a directory's bytes are, for profiling (`CheckProfile ... build` prints it): each
-/// map's own storage (slots, entries, key arena, as allocated), and the heap objects its
-/// values hold (arrays, and strings too long to be stored inline), each counted once even
-/// when shared, with glibc's chunk overhead. An estimate of what the directory keeps alive,
+/// map's own storage (slots, entries, key and payload arena, as allocated), and the heap
+/// objects its values hold (shared name lists, strings too long to be stored inline), with
+/// glibc's chunk overhead. An estimate of what the directory keeps alive,
 /// not of the resident size: pages never touched are allocated but not resident.
 extension Directory {
     public struct MemoryUse: Sendable, CustomStringConvertible {
@@ -30,24 +30,11 @@ extension Directory {
 
     @_spi(Profiling)
     public func memoryBreakdown() -> [MemoryUse] {
-        var seen = Set<UnsafeRawPointer>()
         func chunk(_ n: Int) -> Int { max(32, (n + 8 + 15) & ~15) }
-        func string(_ s: String?, _ use: inout MemoryUse) {
-            guard let s, s.utf8.count > 15 else { return }
-            guard let p = s.utf8.withContiguousStorageIfAvailable({ UnsafeRawPointer($0.baseAddress!) }) else { return }
-            if seen.insert(p).inserted {
-                use.objects += 1
-                use.objectBytes += chunk(32 + s.utf8.count + 1)
-            }
-        }
-        func array(_ a: [String], _ use: inout MemoryUse) {
-            guard !a.isEmpty else { return }
-            let p = a.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress!) }
-            if seen.insert(p).inserted {
-                use.objects += 1
-                use.objectBytes += chunk(32 + a.capacity * MemoryLayout<String>.stride)
-            }
-            for s in a { string(s, &use) }
+        func string(_ s: String, _ use: inout MemoryUse) {
+            guard s.utf8.count > 15 else { return }
+            use.objects += 1
+            use.objectBytes += chunk(32 + s.utf8.count + 1)
         }
         func table<V>(_ name: String, _ map: ByteMap<V>, _ values: (V, inout MemoryUse) -> Void) -> MemoryUse {
             var use = MemoryUse(name: name)
@@ -59,19 +46,26 @@ extension Directory {
             use.entryCapacity = s.entryCapacity
             use.arenaBytes = s.arenaBytes
             use.arenaUsed = s.arenaUsed
-            map.forEachBytes { _, v in values(copy v, &use) }
+            map.forEachBytes { _, v, _ in values(copy v, &use) }
+            return use
+        }
+        func lists(_ name: String, _ t: NameListTable) -> MemoryUse {
+            var use = table(name, t.map) { _, _ in }
+            t.forEach { list, _ in
+                use.objects += 1
+                use.objectBytes += chunk(list.allocatedBytes)
+            }
             return use
         }
         return [
             table("orgs", orgs) { _, _ in },
-            table("users", users) { u, use in string(u.email, &use); string(u.emailFolded, &use) },
-            table("members", members) { m, use in array(m.assignments, &use); array(m.customRoles, &use) },
-            table("roles", roles) { r, use in array(r.permissions, &use) },
-            table("keys", keys) { k, use in string(k.org, &use); string(k.user, &use); array(k.permissions, &use) },
-            table("invitations", invitations) { i, use in
-                string(i.org, &use); string(i.email, &use); string(i.emailFolded, &use); string(i.role, &use)
-                array(i.assignments, &use); array(i.customRoles, &use); string(i.status, &use)
-            },
+            table("users", users) { _, _ in },
+            table("members", members) { _, _ in },
+            table("roles", roles) { _, _ in },
+            table("keys", keys) { _, _ in },
+            table("invitations", invitations) { i, use in string(i.role, &use); string(i.status, &use) },
+            lists("assignment lists", assignmentLists),
+            lists("permission lists", permissionLists),
         ]
     }
 }
@@ -87,7 +81,7 @@ extension ByteMap {
         var s = StorageStats()
         var seen = Set<ObjectIdentifier>()
         for shard in shardsForStats where seen.insert(ObjectIdentifier(shard)).inserted {
-            s.slotBytes += chunk((shard.slotMask + 1) * MemoryLayout<UInt64>.stride)
+            s.slotBytes += chunk((shard.slotMask + 1) * MemoryLayout<UInt32>.stride)
             s.entryBytes += chunk(max(shard.entryCapacity, 1) * MemoryLayout<ByteMapEntry<Value>>.stride) + chunk(80)
             s.entryCapacity += shard.entryCapacity
             s.arenaBytes += chunk(max(shard.arenaCapacity, 1))

@@ -56,17 +56,7 @@ if mode == "stream" {
     // As the server starts: every record decoded into fresh strings, streamed into a
     // presized `DirectoryBuilder` and dropped, then freed memory handed back to the OS.
     var expected = DirectoryBuilder.Expected()
-    for r in corpus.records {
-        switch r {
-        case .org(let o): expected.orgs += 1; expected.orgKeyBytes += o.id.utf8.count
-        case .user(let u): expected.users += 1; expected.userKeyBytes += u.id.utf8.count
-        case .member(let m): expected.members += 1; expected.memberKeyBytes += m.org.utf8.count + 1 + m.user.utf8.count
-        case .role(let x): expected.roles += 1; expected.roleKeyBytes += x.org.utf8.count + 1 + x.id.utf8.count
-        case .apiKey(let k): expected.apiKeys += 1; expected.apiKeyKeyBytes += k.id.utf8.count
-        case .invitation(let i): expected.invitations += 1; expected.invitationKeyBytes += i.id.utf8.count
-        case .delete: break
-        }
-    }
+    for r in corpus.records { expected.count(r) }
     trimMalloc()
     let rssBefore = rssMB()
     let buildStart = ContinuousClock.now
