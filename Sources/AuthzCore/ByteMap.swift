@@ -16,7 +16,8 @@
 /// The storage is reached through raw pointers held in `let` properties, so reading it makes
 /// no retain and no exclusivity check.
 ///
-/// Memory (a million members is ~2M entries): an entry is 8 bytes and its value, a slot 4.
+/// Memory (a million members is ~2M entries): an entry is its value and 6 bytes (often in
+/// the value's padding), a slot 4.
 /// Entries do not keep their hash: a copy that keeps the slot count copies the slots as
 /// they are, and only growing the slots or removing an entry hashes keys again. A map made
 /// with `payloads` stores bytes of the value after each key (an email, the org and user of
@@ -69,6 +70,47 @@ struct ByteMap<Value: Sendable>: Sendable {
         let bytes = Int(perEntry * Double(perShard)) + 16
         for s in 0..<n where shards[s].count == 0 {
             shards[s] = ByteMapShard(entryCapacity: perShard, arenaCapacity: bytes, payloads: payloads)
+            heads[s] = shards[s].head
+        }
+    }
+
+    /// Sizes every shard to what it holds, one shard at a time (each old one is freed as its
+    /// copy replaces it), for a map built from estimated sizes: `reserve(_:arenaBytes:)`
+    /// leaves each shard room for 1.5 standard deviations more, ~10-30% of a large map.
+    mutating func shrinkToFit() {
+        for s in shards.indices where shards[s].hasUnusedRoom {
+            shards[s] = shards[s].fitted()
+            heads[s] = shards[s].head
+        }
+    }
+
+    /// Per-shard counts of the keys a build will insert (`add` each), for `reserve(exactly:)`.
+    struct Sizing {
+        fileprivate var counts: [Int]
+        fileprivate var bytes: [Int]
+        fileprivate let shardShift: UInt64
+        fileprivate let payloads: Bool
+
+        /// Counts a key of `keyLength` bytes whose hash (as the map hashes it) is `hash`,
+        /// with a payload of `payloadLength` bytes.
+        mutating func add(hash: UInt64, keyLength: Int, payloadLength: Int = 0) {
+            let s = Int(truncatingIfNeeded: hash >> shardShift)
+            counts[s] += 1
+            bytes[s] += keyLength + (payloads ? 4 + payloadLength : 0)
+        }
+    }
+
+    func sizing() -> Sizing {
+        Sizing(counts: Array(repeating: 0, count: shards.count), bytes: Array(repeating: 0, count: shards.count),
+               shardShift: shardShift, payloads: payloads)
+    }
+
+    /// Sizes every empty shard for exactly the keys `sizing` counted: a build from a known
+    /// set of records leaves no room unused (`reserve(_:arenaBytes:)` must leave some for
+    /// the unlucky shards).
+    mutating func reserve(exactly sizing: Sizing) {
+        for s in 0..<shards.count where shards[s].count == 0 && sizing.counts[s] > 0 {
+            shards[s] = ByteMapShard(entryCapacity: sizing.counts[s], arenaCapacity: sizing.bytes[s], payloads: payloads)
             heads[s] = shards[s].head
         }
     }
@@ -157,12 +199,16 @@ struct ByteMap<Value: Sendable>: Sendable {
         return body(shard.entries[e].value, shard.payload(e))
     }
 
-    /// The shard `s`, copied first if another snapshot shares it, with room for one more
-    /// entry of `blobLength` arena bytes.
+    /// The shard `s`, copied first if another snapshot shares it, with room for `blobLength`
+    /// more arena bytes and, if `entry`, one more entry (an update needs neither: a shard
+    /// sized exactly must not grow for it).
     @inline(__always)
-    private mutating func uniqueShard(_ s: Int, adding blobLength: Int) -> ByteMapShard<Value> {
-        if !isKnownUniquelyReferenced(&shards[s]) || !shards[s].hasRoom(blobLength) {
-            shards[s] = shards[s].copy(adding: blobLength)
+    private mutating func uniqueShard(_ s: Int, adding blobLength: Int, entry: Bool) -> ByteMapShard<Value> {
+        if !isKnownUniquelyReferenced(&shards[s]) {
+            shards[s] = shards[s].copy(adding: blobLength, entry: entry, shared: true)
+            heads[s] = shards[s].head
+        } else if !shards[s].hasRoom(blobLength, entry: entry) {
+            shards[s] = shards[s].copy(adding: blobLength, entry: entry, shared: false)
             heads[s] = shards[s].head
         }
         return shards[s]
@@ -175,14 +221,17 @@ struct ByteMap<Value: Sendable>: Sendable {
                                  matches: (UnsafeRawBufferPointer) -> Bool,
                                  write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void, _ value: Value) -> Value? {
         let s = shardIndex(h)
-        let blob = keyLength + (shards[s].payloads ? 4 + payloadLength : 0)
-        let shard = uniqueShard(s, adding: blob)
-        if let e = shard.find(h, matches) {
+        let payloads = shards[s].payloads
+        let blob = keyLength + (payloads ? 4 + payloadLength : 0)
+        // A copy keeps every entry at its index.
+        if let e = shards[s].find(h, matches) {
             // A new payload goes at the end of the arena (the old bytes are dropped at the
             // next copy); without one the key stays where it is.
-            if shard.payloads { shard.rewrite(e, keyLength: keyLength, payloadLength: payloadLength, write: write) }
+            let shard = uniqueShard(s, adding: payloads ? blob : 0, entry: false)
+            if payloads { shard.rewrite(e, keyLength: keyLength, payloadLength: payloadLength, write: write) }
             return shard.replaceValue(e, value)
         }
+        let shard = uniqueShard(s, adding: blob, entry: true)
         shard.insert(hash: h, keyLength: keyLength, payloadLength: payloadLength, write: write, value)
         count += 1
         return nil
@@ -266,7 +315,7 @@ struct ByteMap<Value: Sendable>: Sendable {
         let s = shardIndex(h)
         guard let e = shards[s].find(h, matches) else { return }
         // A copy keeps every entry at its index.
-        let shard = uniqueShard(s, adding: 0)
+        let shard = uniqueShard(s, adding: 0, entry: false)
         body(&shard.entries[e].value)
     }
 
@@ -274,7 +323,7 @@ struct ByteMap<Value: Sendable>: Sendable {
     private mutating func remove(hash h: UInt64, matches: (UnsafeRawBufferPointer) -> Bool) -> Value? {
         let s = shardIndex(h)
         guard shards[s].find(h, matches) != nil else { return nil }
-        let shard = uniqueShard(s, adding: 0)
+        let shard = uniqueShard(s, adding: 0, entry: false)
         count -= 1
         return shard.remove(slot: shard.findSlot(h, matches)!)
     }
@@ -306,7 +355,7 @@ struct ByteMap<Value: Sendable>: Sendable {
             guard (0..<shard.count).contains(where: { shouldRemove(shard.key(at: $0), shard.entries[$0].value, shard.payload($0)) }) else {
                 continue
             }
-            let unique = uniqueShard(s, adding: 0)
+            let unique = uniqueShard(s, adding: 0, entry: false)
             var e = 0
             while e < unique.count {
                 let k = unique.key(at: e)
@@ -392,12 +441,15 @@ struct ByteMapHead<Value>: @unchecked Sendable {
     }
 }
 
-/// One entry of a shard: where its key's bytes sit in the arena (the payload, if any,
-/// follows them), and the value. No hash: the slot pointing here holds what a probe needs.
+/// One entry of a shard: the value, and where its key's bytes sit in the arena (the
+/// payload, if any, follows them). No hash: the slot pointing here holds what a probe needs.
+/// The value comes first and the key length is 16 bits (keys are ids, at most 1,025 bytes
+/// joined), so the two fit in the value's tail padding when it has some: a member entry (a
+/// pointer and a role) is 16 bytes, not 24.
 struct ByteMapEntry<Value> {
-    var offset: UInt32
-    var length: UInt32
     var value: Value
+    var length: UInt16
+    var offset: UInt32
 }
 
 /// The storage of one shard. Its capacities are fixed: growing makes a new shard (`copy`).
@@ -495,8 +547,8 @@ final class ByteMapShard<Value>: @unchecked Sendable {
         slots[i] = Self.tag(hash) | UInt32(e + 1)
     }
 
-    func hasRoom(_ blobLength: Int) -> Bool {
-        count < entryCapacity && arenaUsed + blobLength <= arenaCapacity
+    func hasRoom(_ blobLength: Int, entry: Bool) -> Bool {
+        (!entry || count < entryCapacity) && arenaUsed + blobLength <= arenaCapacity
     }
 
     /// Writes a blob (key, then the payload's length and bytes in a map with payloads) at
@@ -518,8 +570,9 @@ final class ByteMapShard<Value>: @unchecked Sendable {
     /// the payload's.
     func insert(hash: UInt64, keyLength: Int, payloadLength: Int,
                 write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void, _ value: Value) {
+        precondition(keyLength <= Int(UInt16.max), "a key of \(keyLength) bytes (at most 65,535)")
         let offset = append(keyLength: keyLength, payloadLength: payloadLength, write: write)
-        (entries + count).initialize(to: ByteMapEntry(offset: offset, length: UInt32(keyLength), value: value))
+        (entries + count).initialize(to: ByteMapEntry(value: value, length: UInt16(keyLength), offset: offset))
         place(hash, entry: count)
         count += 1
     }
@@ -568,22 +621,40 @@ final class ByteMapShard<Value>: @unchecked Sendable {
         return (entries + e).move().value
     }
 
-    /// A capacity with room to grow: doubled while small (so a map built without `reserve`
-    /// copies each entry a few times only), then by a quarter (so a large shard that outgrew
-    /// its reservation does not sit half empty).
-    static func grown(_ needed: Int, minimum: Int) -> Int {
-        needed < 256 ? max(minimum, needed * 2) : needed + needed / 4
+    /// A capacity with room to grow. A shard being filled in place (a build) doubles while
+    /// small, so a map built without `reserve` copies each entry a few times only, then grows
+    /// by a quarter (a reserved shard that overflows needs little more). A copy of a shard another snapshot shares (an `applying`) grows by an
+    /// eighth: the next snapshot copies the shards it touches anyway, so room kept for later
+    /// would only sit unused.
+    static func grown(_ needed: Int, minimum: Int, shared: Bool) -> Int {
+        if shared { return needed + max(needed / 8, minimum) }
+        return needed < 64 ? max(minimum, needed * 2) : needed + needed / 4
     }
 
-    /// A copy with room for at least one more entry of `blobLength` arena bytes (grown when
-    /// full), each entry at the same index; the arena is compacted.
-    func copy(adding blobLength: Int) -> ByteMapShard<Value> {
+    /// A copy with room for `blobLength` more arena bytes and, if `entry`, one more entry
+    /// (grown when full, see `grown`), each entry at the same index; the arena is compacted.
+    func copy(adding blobLength: Int, entry: Bool, shared: Bool) -> ByteMapShard<Value> {
         var live = 0
         for e in 0..<count { live += self.blobLength(e) }
         var entryCapacity = self.entryCapacity
-        if count + 1 > entryCapacity { entryCapacity = min(Self.grown(count + 1, minimum: 4), Self.maxEntries) }
+        if entry && count + 1 > entryCapacity { entryCapacity = min(Self.grown(count + 1, minimum: 4, shared: shared), Self.maxEntries) }
         var arenaCapacity = self.arenaCapacity
-        if live + blobLength > arenaCapacity { arenaCapacity = Self.grown(live + blobLength, minimum: 64) }
+        if live + blobLength > arenaCapacity { arenaCapacity = Self.grown(live + blobLength, minimum: 64, shared: shared) }
+        return copy(entryCapacity: entryCapacity, arenaCapacity: arenaCapacity, live: live)
+    }
+
+    /// Whether it holds room it does not use (see `ByteMap.shrinkToFit`).
+    var hasUnusedRoom: Bool { count < entryCapacity || arenaUsed < arenaCapacity }
+
+    /// A copy with room for its entries only.
+    func fitted() -> ByteMapShard<Value> {
+        var live = 0
+        for e in 0..<count { live += blobLength(e) }
+        return copy(entryCapacity: count, arenaCapacity: live, live: live)
+    }
+
+    /// A copy with these capacities (at least `count` and `live`, the bytes of the entries).
+    private func copy(entryCapacity: Int, arenaCapacity: Int, live: Int) -> ByteMapShard<Value> {
         let next = ByteMapShard(entryCapacity: entryCapacity, arenaCapacity: arenaCapacity, payloads: payloads)
         if live == arenaUsed {
             // Nothing removed or rewritten since: the arena and the offsets copy as they are.
@@ -595,7 +666,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
             for e in 0..<count {
                 let n = self.blobLength(e)
                 (next.arena + used).update(from: arena + Int(entries[e].offset), count: n)
-                (next.entries + e).initialize(to: ByteMapEntry(offset: UInt32(used), length: entries[e].length, value: entries[e].value))
+                (next.entries + e).initialize(to: ByteMapEntry(value: entries[e].value, length: entries[e].length, offset: UInt32(used)))
                 used += n
             }
             next.arenaUsed = used

@@ -205,6 +205,9 @@ struct NameListTable: Sendable {
 
     var count: Int { map.count }
 
+    /// Sizes the table to its lists (see `ByteMap.shrinkToFit`).
+    mutating func shrinkToFit() { map.shrinkToFit() }
+
     /// Every list and its use count.
     func forEach(_ body: (NameList, Int) -> Void) {
         map.forEachBytes { _, entry, _ in body(entry.list, Int(entry.uses)) }
