@@ -79,7 +79,11 @@ struct ByteMap<Value: Sendable>: Sendable {
     /// leaves each shard room for 1.5 standard deviations more, ~10-30% of a large map.
     mutating func shrinkToFit() {
         for s in shards.indices where shards[s].hasUnusedRoom {
-            shards[s] = shards[s].fitted()
+            // A shard no other snapshot holds gives its entries up (no retain and release of
+            // each value's references). Asked first: as the receiver of `fitted`, the shard
+            // would be retained before its argument is evaluated.
+            let unique = isKnownUniquelyReferenced(&shards[s])
+            shards[s] = shards[s].fitted(moving: unique)
             heads[s] = shards[s].head
         }
     }
@@ -646,36 +650,48 @@ final class ByteMapShard<Value>: @unchecked Sendable {
     /// Whether it holds room it does not use (see `ByteMap.shrinkToFit`).
     var hasUnusedRoom: Bool { count < entryCapacity || arenaUsed < arenaCapacity }
 
-    /// A copy with room for its entries only.
-    func fitted() -> ByteMapShard<Value> {
+    /// A copy with room for its entries only. `moving` (for a shard no one else holds) moves
+    /// the entries out, leaving this shard empty.
+    func fitted(moving: Bool) -> ByteMapShard<Value> {
         var live = 0
         for e in 0..<count { live += blobLength(e) }
-        return copy(entryCapacity: count, arenaCapacity: live, live: live)
+        return copy(entryCapacity: count, arenaCapacity: live, live: live, moving: moving)
     }
 
-    /// A copy with these capacities (at least `count` and `live`, the bytes of the entries).
-    private func copy(entryCapacity: Int, arenaCapacity: Int, live: Int) -> ByteMapShard<Value> {
+    /// A copy with these capacities (at least `count` and `live`, the bytes of the entries);
+    /// `moving` moves the entries out instead, leaving this shard empty.
+    private func copy(entryCapacity: Int, arenaCapacity: Int, live: Int, moving: Bool = false) -> ByteMapShard<Value> {
         let next = ByteMapShard(entryCapacity: entryCapacity, arenaCapacity: arenaCapacity, payloads: payloads)
+        let count = self.count
+        if moving {
+            next.entries.moveInitialize(from: entries, count: count)
+            self.count = 0
+        } else {
+            next.entries.initialize(from: entries, count: count)
+        }
+        next.count = count
         if live == arenaUsed {
             // Nothing removed or rewritten since: the arena and the offsets copy as they are.
             next.arena.update(from: arena, count: arenaUsed)
-            next.entries.initialize(from: entries, count: count)
             next.arenaUsed = arenaUsed
         } else {
+            // Compacted: each entry's bytes, read here at its old offset, go to the next free
+            // place of the copy. Only the copy's entries change (this shard may be shared).
             var used = 0
             for e in 0..<count {
-                let n = self.blobLength(e)
-                (next.arena + used).update(from: arena + Int(entries[e].offset), count: n)
-                (next.entries + e).initialize(to: ByteMapEntry(value: entries[e].value, length: entries[e].length, offset: UInt32(used)))
+                let old = Int(next.entries[e].offset), length = Int(next.entries[e].length)
+                var n = length
+                if payloads { n += 4 + Int(UnsafeRawPointer(arena + old + length).loadUnaligned(as: UInt32.self)) }
+                (next.arena + used).update(from: arena + old, count: n)
+                next.entries[e].offset = UInt32(used)
                 used += n
             }
             next.arenaUsed = used
         }
-        next.count = count
         if next.slotMask == slotMask {
             next.slots.update(from: slots, count: slotMask + 1)
         } else {
-            for e in 0..<count { next.place(ByteHash.stored(key(at: e)), entry: e) }
+            for e in 0..<count { next.place(ByteHash.stored(next.key(at: e)), entry: e) }
         }
         return next
     }
@@ -712,10 +728,28 @@ enum ByteHash {
     /// may not contain) hashes as its two parts, as a lookup by parts does.
     @inline(__always)
     static func stored(_ b: UnsafeRawBufferPointer) -> UInt64 {
-        var i = 0
-        while i < b.count && b[i] != 0x1F { i += 1 }
+        let i = separatorIndex(b)
         if i == b.count { return hash(b) }
         return hash(UnsafeRawBufferPointer(rebasing: b[..<i]), UnsafeRawBufferPointer(rebasing: b[(i + 1)...]))
+    }
+
+    /// Where the first separator (0x1F) of `b` is, or `b.count`: eight bytes at a time (a
+    /// member key's is 37 bytes in; rebuilding slots hashes every key of a shard).
+    @inline(__always)
+    static func separatorIndex(_ b: UnsafeRawBufferPointer) -> Int {
+        guard let p = b.baseAddress else { return 0 }
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        var i = 0
+        while i + 8 <= b.count {
+            // A zero byte of x is a separator byte of the word (Bit Twiddling Hacks); the
+            // lowest flagged byte is exact (false flags only follow a true one).
+            let x = p.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ (ones &* 0x1F)
+            let found = (x &- ones) & ~x & highs
+            if found != 0 { return i + UInt64(littleEndian: found).trailingZeroBitCount / 8 }
+            i += 8
+        }
+        while i < b.count && p.load(fromByteOffset: i, as: UInt8.self) != 0x1F { i += 1 }
+        return i
     }
 
     @inline(__always)

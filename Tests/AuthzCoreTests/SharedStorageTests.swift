@@ -277,5 +277,53 @@ import Testing
         #expect(errors(map, model) == 0)
         #expect(saved.count > 10)
         for (old, oldModel) in saved { #expect(errors(old, oldModel) == 0) }
+        // Fitted: shards held by a saved map are copied, the others give up their entries.
+        map.shrinkToFit()
+        #expect(errors(map, model) == 0)
+        for (old, oldModel) in saved { #expect(errors(old, oldModel) == 0) }
+    }
+
+    /// Slots are rebuilt from stored keys, hashed as lookups hash them: the separator that
+    /// splits a composite key is found eight bytes at a time. Every byte value before a
+    /// separator at every position, against the plain search.
+    @Test func separatorFoundAtEveryPositionAfterEveryByte() {
+        var wrong: [String] = []
+        for length in 1...24 {
+            for position in 0..<length {
+                for byte in UInt8(0)...UInt8(0xFF) where byte != 0x1F {
+                    var bytes = Array(repeating: byte, count: length)
+                    bytes[position] = 0x1F
+                    if position + 1 < length { bytes[position + 1] = 0x1F }   // a second one after
+                    let found = bytes.withUnsafeBytes { ByteHash.separatorIndex($0) }
+                    if found != position { wrong.append("\(length) \(position) \(byte): \(found)") }
+                }
+            }
+            let none = Array(repeating: UInt8(0x20), count: length)
+            if none.withUnsafeBytes({ ByteHash.separatorIndex($0) }) != length { wrong.append("\(length) none") }
+        }
+        #expect(wrong.isEmpty, "\(wrong.prefix(10))")
+    }
+
+    /// The streaming builder fits its shards when it finishes: records replaced along the
+    /// way (payloads rewritten, lists released) must all come out as last sent.
+    @Test func aBuilderWithReplacedRecordsFinishesWithTheLastOnes() throws {
+        var expected = DirectoryBuilder.Expected()
+        for r in Self.base { expected.count(r) }
+        var builder = DirectoryBuilder(policy: Self.policy, expected: expected)
+        let replaced: [Record] = [
+            .user(.init(id: "u3", email: "Other3@X.IO", emailVerified: true)),
+            .member(.init(org: "acme", user: "u1", role: "member", assignments: ["developer"])),
+            .apiKey(.init(id: "k6", org: "acme", user: "u7", permissions: ["read:billing"])),
+            .invitation(.init(id: "i1", org: "beta", email: "someone@x.io", role: "member", status: "pending")),
+        ]
+        for r in Self.base + replaced { builder.add(r) }
+        let streamed = try builder.finish()
+        let last = Dictionary(Self.base.map { ($0.key, $0) }, uniquingKeysWith: { $1 })
+            .merging(replaced.map { ($0.key, $0) }, uniquingKeysWith: { $1 })
+        #expect(Set(streamed.records()) == Set(last.values))
+        #expect(Self.listUseErrors(streamed).isEmpty)
+        // Every replaced key is one of the base's: in its place, the order still builds.
+        let built = try Directory.build(Self.lines(Self.base.map { last[$0.key]! }), policy: Self.policy)
+        #expect(Self.answers(streamed) == Self.answers(built))
     }
 }
