@@ -8,13 +8,20 @@
 /// even at a million entries. Composite keys (`org` + `user`) are stored as the parts joined
 /// by `ByteMap.separator`, a control character that ids may not contain.
 ///
-/// A shard is flat, so that a lookup touches few cache lines: one slot array of `UInt64`
-/// (a 32-bit tag of the hash and the entry index, so a probe reads one word and rarely
-/// visits an entry that does not match), one entry array (the hash, where the key's bytes
-/// are, and the value, side by side) and one byte arena holding every key back to back.
-/// A lookup is a slot, an entry and the key's bytes: three loads, not the six of a table of
-/// `String` keys. The storage is reached through raw pointers held in `let` properties, so
-/// reading it makes no retain and no exclusivity check.
+/// A shard is flat, so that a lookup touches few cache lines: one slot array of `UInt32`
+/// (12 bits of the hash as a tag and the entry index, so a probe reads one word and rarely
+/// visits an entry that does not match), one entry array (where the key's bytes are, and the
+/// value, side by side) and one byte arena holding every key back to back. A lookup is a
+/// slot, an entry and the key's bytes: three loads, not the six of a table of `String` keys.
+/// The storage is reached through raw pointers held in `let` properties, so reading it makes
+/// no retain and no exclusivity check.
+///
+/// Memory (a million members is ~2M entries): an entry is its value and 6 bytes (often in
+/// the value's padding), a slot 4.
+/// Entries do not keep their hash: a copy that keeps the slot count copies the slots as
+/// they are, and only growing the slots or removing an entry hashes keys again. A map made
+/// with `payloads` stores bytes of the value after each key (an email, the org and user of
+/// an api key), so values need no `String`s of their own, each a heap object.
 struct ByteMap<Value: Sendable>: Sendable {
     static var separator: UInt8 { 0x1F }
 
@@ -26,10 +33,20 @@ struct ByteMap<Value: Sendable>: Sendable {
     private let shardShift: UInt64
     private(set) var count = 0
 
+    /// Whether each entry carries a payload after its key (see `upsert(_:_:payload:)`). Kept
+    /// by the shards only: `CompiledPolicy` holds four maps and the check path copies it, so
+    /// a map stays 32 bytes.
+    var payloads: Bool { shards[0].payloads }
+
+    /// The shards, for `storageStats`.
+    var shardsForStats: [ByteMapShard<Value>] { shards }
+
     /// `shardBits` sets 2^shardBits shards; pick it for the largest expected size so that
-    /// shards stay around a thousand entries.
-    init(shardBits: Int) {
-        let empty = ByteMapShard<Value>(entryCapacity: 0, arenaCapacity: 0)
+    /// shards stay around a few hundred entries (at most 12: the slot tag is hash bits 40-51,
+    /// the shard number the top bits).
+    init(shardBits: Int, payloads: Bool = false) {
+        precondition(shardBits >= 0 && shardBits <= 12, "at most 2^12 shards")
+        let empty = ByteMapShard<Value>(entryCapacity: 0, arenaCapacity: 0, payloads: payloads)
         shards = Array(repeating: empty, count: 1 << shardBits)
         heads = Array(repeating: empty.head, count: 1 << shardBits)
         shardShift = UInt64(64 - shardBits)
@@ -38,17 +55,66 @@ struct ByteMap<Value: Sendable>: Sendable {
     @inline(__always)
     private func shardIndex(_ hash: UInt64) -> Int { Int(truncatingIfNeeded: hash >> shardShift) }
 
-    /// Sizes every shard for `total` entries spread evenly (with room for the unlucky ones),
-    /// so that building a large map rebuilds no table. Shards already holding entries keep them.
-    mutating func reserve(_ total: Int, keyBytes: Int) {
+    /// Sizes every shard for `total` entries spread evenly, whose keys and payloads take
+    /// `arenaBytes` in all, so that building a large map rebuilds few tables. Shards already
+    /// holding entries keep them.
+    ///
+    /// Entries per shard are ~Poisson: room for the mean and 1.5 standard deviations leaves
+    /// ~7% of the shards to grow once (by a quarter) near the end of a build, where the mean
+    /// and four deviations left ~25% of a million members' storage unused.
+    mutating func reserve(_ total: Int, arenaBytes: Int) {
         let n = shards.count
-        // The mean and four standard deviations (entries per shard are ~Poisson): few
-        // shards overflow (and grow), and little memory sits unused.
         let mean = Double(total) / Double(n)
-        let perShard = Int(mean + 4 * mean.squareRoot()) + 4
-        let bytes = Int(Double(keyBytes) / Double(max(total, 1)) * Double(perShard)) + 64
+        let perShard = Int(mean + 1.5 * mean.squareRoot()) + 2
+        let perEntry = Double(arenaBytes) / Double(max(total, 1)) + (payloads ? 4 : 0)
+        let bytes = Int(perEntry * Double(perShard)) + 16
         for s in 0..<n where shards[s].count == 0 {
-            shards[s] = ByteMapShard(entryCapacity: perShard, arenaCapacity: bytes)
+            shards[s] = ByteMapShard(entryCapacity: perShard, arenaCapacity: bytes, payloads: payloads)
+            heads[s] = shards[s].head
+        }
+    }
+
+    /// Sizes every shard to what it holds, one shard at a time (each old one is freed as its
+    /// copy replaces it), for a map built from estimated sizes: `reserve(_:arenaBytes:)`
+    /// leaves each shard room for 1.5 standard deviations more, ~10-30% of a large map.
+    mutating func shrinkToFit() {
+        for s in shards.indices where shards[s].hasUnusedRoom {
+            // A shard no other snapshot holds gives its entries up (no retain and release of
+            // each value's references). Asked first: as the receiver of `fitted`, the shard
+            // would be retained before its argument is evaluated.
+            let unique = isKnownUniquelyReferenced(&shards[s])
+            shards[s] = shards[s].fitted(moving: unique)
+            heads[s] = shards[s].head
+        }
+    }
+
+    /// Per-shard counts of the keys a build will insert (`add` each), for `reserve(exactly:)`.
+    struct Sizing {
+        fileprivate var counts: [Int]
+        fileprivate var bytes: [Int]
+        fileprivate let shardShift: UInt64
+        fileprivate let payloads: Bool
+
+        /// Counts a key of `keyLength` bytes whose hash (as the map hashes it) is `hash`,
+        /// with a payload of `payloadLength` bytes.
+        mutating func add(hash: UInt64, keyLength: Int, payloadLength: Int = 0) {
+            let s = Int(truncatingIfNeeded: hash >> shardShift)
+            counts[s] += 1
+            bytes[s] += keyLength + (payloads ? 4 + payloadLength : 0)
+        }
+    }
+
+    func sizing() -> Sizing {
+        Sizing(counts: Array(repeating: 0, count: shards.count), bytes: Array(repeating: 0, count: shards.count),
+               shardShift: shardShift, payloads: payloads)
+    }
+
+    /// Sizes every empty shard for exactly the keys `sizing` counted: a build from a known
+    /// set of records leaves no room unused (`reserve(_:arenaBytes:)` must leave some for
+    /// the unlucky shards).
+    mutating func reserve(exactly sizing: Sizing) {
+        for s in 0..<shards.count where shards[s].count == 0 && sizing.counts[s] > 0 {
+            shards[s] = ByteMapShard(entryCapacity: sizing.counts[s], arenaCapacity: sizing.bytes[s], payloads: payloads)
             heads[s] = shards[s].head
         }
     }
@@ -69,6 +135,7 @@ struct ByteMap<Value: Sendable>: Sendable {
     }
 
     /// Runs `body` on the value under `key`, so that the caller copies out only what it reads.
+    /// `key` is an id (no separator); a composite key is looked up by its parts.
     @inline(__always)
     func withValue<R>(_ key: UnsafeRawBufferPointer, _ body: (borrowing Value) -> R) -> R? {
         let h = ByteHash.hash(key)
@@ -86,6 +153,15 @@ struct ByteMap<Value: Sendable>: Sendable {
         return body(shard.entries[e].value)
     }
 
+    /// Runs `body` on the value under `key` and its payload (a map made with `payloads`).
+    @inline(__always)
+    func withEntry<R>(_ key: UnsafeRawBufferPointer, _ body: (borrowing Value, UnsafeRawBufferPointer) -> R) -> R? {
+        let h = ByteHash.hash(key)
+        let shard = heads[shardIndex(h)]
+        guard let e = shard.find(h, { ByteHash.equal($0, key) }) else { return nil }
+        return body(shard.entries[e].value, shard.payload(e))
+    }
+
     /// Whether `key` is present, without copying its value.
     @inline(__always)
     func contains(_ key: UnsafeRawBufferPointer) -> Bool {
@@ -99,15 +175,10 @@ struct ByteMap<Value: Sendable>: Sendable {
     }
 
     /// A stored key's hash: a composite key (one with the separator, which ids may not
-    /// contain) hashes as its two parts, as `find(_:_:)` hashes them.
+    /// contain) hashes as its two parts, as `find(_:_:)` hashes them. Every key a map stores
+    /// must hash the same way here as where it was inserted: slots are rebuilt from it.
     @inline(__always)
-    static func hash(bytes b: UnsafeRawBufferPointer) -> UInt64 {
-        var i = 0
-        while i < b.count && b[i] != separator { i += 1 }
-        if i == b.count { return ByteHash.hash(b) }
-        let sep = i
-        return ByteHash.hash(UnsafeRawBufferPointer(rebasing: b[..<sep]), UnsafeRawBufferPointer(rebasing: b[(sep + 1)...]))
-    }
+    static func hash(bytes b: UnsafeRawBufferPointer) -> UInt64 { ByteHash.stored(b) }
 
     subscript(key: String) -> Value? {
         get { withBytes(key) { find($0) } }
@@ -123,30 +194,49 @@ struct ByteMap<Value: Sendable>: Sendable {
         }
     }
 
-    /// The shard `s`, copied first if another snapshot shares it, with room for one more
-    /// entry of `keyLength` bytes.
+    /// Runs `body` on the value and payload under the stored key `key` (any bytes: hashed as
+    /// `hash(bytes:)` hashes them, as `upsert(bytes:_:)` does).
+    func withStored<R>(_ key: UnsafeRawBufferPointer, _ body: (borrowing Value, UnsafeRawBufferPointer) -> R) -> R? {
+        let h = Self.hash(bytes: key)
+        let shard = heads[shardIndex(h)]
+        guard let e = shard.find(h, { bytesEqual($0, key) }) else { return nil }
+        return body(shard.entries[e].value, shard.payload(e))
+    }
+
+    /// The shard `s`, copied first if another snapshot shares it, with room for `blobLength`
+    /// more arena bytes and, if `entry`, one more entry (an update needs neither: a shard
+    /// sized exactly must not grow for it).
     @inline(__always)
-    private mutating func uniqueShard(_ s: Int, adding keyLength: Int) -> ByteMapShard<Value> {
-        if !isKnownUniquelyReferenced(&shards[s]) || !shards[s].hasRoom(keyLength) {
-            shards[s] = shards[s].copy(adding: keyLength)
+    private mutating func uniqueShard(_ s: Int, adding blobLength: Int, entry: Bool) -> ByteMapShard<Value> {
+        if !isKnownUniquelyReferenced(&shards[s]) {
+            shards[s] = shards[s].copy(adding: blobLength, entry: entry, shared: true)
+            heads[s] = shards[s].head
+        } else if !shards[s].hasRoom(blobLength, entry: entry) {
+            shards[s] = shards[s].copy(adding: blobLength, entry: entry, shared: false)
             heads[s] = shards[s].head
         }
         return shards[s]
     }
 
-    /// Inserts or replaces the value under the key whose bytes `write` produces; returns the
-    /// previous value.
+    /// Inserts or replaces the value under the key whose bytes `write` produces (the key at
+    /// its first pointer, the payload at its second); returns the previous value.
     @inline(__always)
-    private mutating func upsert(hash h: UInt64, length: Int, matches: (UnsafeRawBufferPointer) -> Bool,
-                                 write: (UnsafeMutableRawPointer) -> Void, _ value: Value) -> Value? {
+    private mutating func upsert(hash h: UInt64, keyLength: Int, payloadLength: Int,
+                                 matches: (UnsafeRawBufferPointer) -> Bool,
+                                 write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void, _ value: Value) -> Value? {
         let s = shardIndex(h)
-        let shard = uniqueShard(s, adding: length)
-        if let e = shard.find(h, matches) {
-            let old = shard.entries[e].value
-            shard.entries[e].value = value
-            return old
+        let payloads = shards[s].payloads
+        let blob = keyLength + (payloads ? 4 + payloadLength : 0)
+        // A copy keeps every entry at its index.
+        if let e = shards[s].find(h, matches) {
+            // A new payload goes at the end of the arena (the old bytes are dropped at the
+            // next copy); without one the key stays where it is.
+            let shard = uniqueShard(s, adding: payloads ? blob : 0, entry: false)
+            if payloads { shard.rewrite(e, keyLength: keyLength, payloadLength: payloadLength, write: write) }
+            return shard.replaceValue(e, value)
         }
-        shard.insert(hash: h, length: length, write: write, value)
+        let shard = uniqueShard(s, adding: blob, entry: true)
+        shard.insert(hash: h, keyLength: keyLength, payloadLength: payloadLength, write: write, value)
         count += 1
         return nil
     }
@@ -154,9 +244,36 @@ struct ByteMap<Value: Sendable>: Sendable {
     /// Inserts or replaces; returns the previous value.
     @discardableResult
     mutating func upsert(_ key: String, _ value: Value) -> Value? {
-        withBytes(key) { k in
-            upsert(hash: Self.hash(bytes: k), length: k.count, matches: { bytesEqual($0, k) },
-                   write: { if k.count > 0 { $0.copyMemory(from: k.baseAddress!, byteCount: k.count) } }, value)
+        withBytes(key) { k in upsert(bytes: k, value) }
+    }
+
+    /// Inserts or replaces under the stored key `k` (hashed by `hash(bytes:)`).
+    @discardableResult
+    mutating func upsert(bytes k: UnsafeRawBufferPointer, _ value: Value) -> Value? {
+        upsert(hash: Self.hash(bytes: k), keyLength: k.count, payloadLength: 0, matches: { bytesEqual($0, k) },
+               write: { p, _ in if k.count > 0 { p.copyMemory(from: k.baseAddress!, byteCount: k.count) } }, value)
+    }
+
+    /// Inserts or replaces `value` under `key`, with `a`, `b` and `c` back to back as its
+    /// payload (a map made with `payloads`); returns the previous value.
+    @discardableResult
+    mutating func upsert(_ key: String, _ value: Value, payload a: String, _ b: String = "", _ c: String = "") -> Value? {
+        precondition(payloads)
+        return withBytes(key) { k in
+            withBytes(a) { a in
+                withBytes(b) { b in
+                    withBytes(c) { c in
+                        upsert(hash: Self.hash(bytes: k), keyLength: k.count, payloadLength: a.count + b.count + c.count,
+                               matches: { bytesEqual($0, k) },
+                               write: { p, q in
+                                   if k.count > 0 { p.copyMemory(from: k.baseAddress!, byteCount: k.count) }
+                                   if a.count > 0 { q.copyMemory(from: a.baseAddress!, byteCount: a.count) }
+                                   if b.count > 0 { (q + a.count).copyMemory(from: b.baseAddress!, byteCount: b.count) }
+                                   if c.count > 0 { (q + a.count + b.count).copyMemory(from: c.baseAddress!, byteCount: c.count) }
+                               }, value)
+                    }
+                }
+            }
         }
     }
 
@@ -166,8 +283,9 @@ struct ByteMap<Value: Sendable>: Sendable {
     mutating func upsert(_ a: String, _ b: String, _ value: Value) -> Value? {
         withBytes(a) { a in
             withBytes(b) { b in
-                upsert(hash: ByteHash.hash(a, b), length: a.count + 1 + b.count, matches: { ByteHash.equal($0, a, b) },
-                       write: { p in
+                upsert(hash: ByteHash.hash(a, b), keyLength: a.count + 1 + b.count, payloadLength: 0,
+                       matches: { ByteHash.equal($0, a, b) },
+                       write: { p, _ in
                            if a.count > 0 { p.copyMemory(from: a.baseAddress!, byteCount: a.count) }
                            p.storeBytes(of: Self.separator, toByteOffset: a.count, as: UInt8.self)
                            if b.count > 0 { (p + a.count + 1).copyMemory(from: b.baseAddress!, byteCount: b.count) }
@@ -178,41 +296,52 @@ struct ByteMap<Value: Sendable>: Sendable {
 
     /// Changes the value under `key` in place, if there is one.
     mutating func update(_ key: String, _ body: (inout Value) -> Void) {
-        withBytes(key) { k in
-            let h = Self.hash(bytes: k)
-            let s = shardIndex(h)
-            guard shards[s].find(h, { bytesEqual($0, k) }) != nil else { return }
-            let shard = uniqueShard(s, adding: 0)
-            body(&shard.entries[shard.find(h, { bytesEqual($0, k) })!].value)
-        }
+        withBytes(key) { k in update(bytes: k, body) }
+    }
+
+    /// Changes the value under the stored key `k` in place, if there is one.
+    mutating func update(bytes k: UnsafeRawBufferPointer, _ body: (inout Value) -> Void) {
+        update(hash: Self.hash(bytes: k), matches: { bytesEqual($0, k) }, body)
     }
 
     /// Changes the value under the composite key `a` + `b` in place, if there is one.
     mutating func update(_ a: String, _ b: String, _ body: (inout Value) -> Void) {
-        withBytes(a) { a in
-            withBytes(b) { b in
-                let h = ByteHash.hash(a, b)
-                let s = shardIndex(h)
-                guard shards[s].find(h, { ByteHash.equal($0, a, b) }) != nil else { return }
-                let shard = uniqueShard(s, adding: 0)
-                body(&shard.entries[shard.find(h, { ByteHash.equal($0, a, b) })!].value)
-            }
-        }
+        withBytes(a) { a in withBytes(b) { b in update(a, b, body) } }
+    }
+
+    /// Changes the value under the composite key `a` + `b` (bytes) in place, if there is one.
+    mutating func update(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ body: (inout Value) -> Void) {
+        update(hash: ByteHash.hash(a, b), matches: { ByteHash.equal($0, a, b) }, body)
+    }
+
+    @inline(__always)
+    private mutating func update(hash h: UInt64, matches: (UnsafeRawBufferPointer) -> Bool, _ body: (inout Value) -> Void) {
+        let s = shardIndex(h)
+        guard let e = shards[s].find(h, matches) else { return }
+        // A copy keeps every entry at its index.
+        let shard = uniqueShard(s, adding: 0, entry: false)
+        body(&shard.entries[e].value)
     }
 
     @inline(__always)
     private mutating func remove(hash h: UInt64, matches: (UnsafeRawBufferPointer) -> Bool) -> Value? {
         let s = shardIndex(h)
         guard shards[s].find(h, matches) != nil else { return nil }
-        let shard = uniqueShard(s, adding: 0)
+        let shard = uniqueShard(s, adding: 0, entry: false)
         count -= 1
-        return shard.remove(at: shard.find(h, matches)!)
+        return shard.remove(slot: shard.findSlot(h, matches)!)
     }
 
     /// Removes; returns the removed value.
     @discardableResult
     mutating func remove(_ key: String) -> Value? {
-        withBytes(key) { k in remove(hash: Self.hash(bytes: k), matches: { bytesEqual($0, k) }) }
+        withBytes(key) { k in remove(bytes: k) }
+    }
+
+    /// Removes the stored key `k`; returns the removed value.
+    @discardableResult
+    mutating func remove(bytes k: UnsafeRawBufferPointer) -> Value? {
+        remove(hash: Self.hash(bytes: k), matches: { bytesEqual($0, k) })
     }
 
     /// Removes the composite key `a` + `b`; returns the removed value.
@@ -221,20 +350,22 @@ struct ByteMap<Value: Sendable>: Sendable {
         withBytes(a) { a in withBytes(b) { b in remove(hash: ByteHash.hash(a, b), matches: { ByteHash.equal($0, a, b) }) } }
     }
 
-    /// Removes every entry for which `shouldRemove` (given the key's bytes) is true; returns
-    /// the removed entries.
-    mutating func removeAll(where shouldRemove: (UnsafeRawBufferPointer, borrowing Value) -> Bool) -> [(String, Value)] {
+    /// Removes every entry for which `shouldRemove` (given the key's bytes, the value and
+    /// the payload) is true; returns the removed entries.
+    mutating func removeAll(where shouldRemove: (UnsafeRawBufferPointer, borrowing Value, UnsafeRawBufferPointer) -> Bool) -> [(String, Value)] {
         var removed: [(String, Value)] = []
         for s in shards.indices {
             let shard = shards[s]
-            guard (0..<shard.count).contains(where: { shouldRemove(shard.key(at: $0), shard.entries[$0].value) }) else { continue }
-            let unique = uniqueShard(s, adding: 0)
+            guard (0..<shard.count).contains(where: { shouldRemove(shard.key(at: $0), shard.entries[$0].value, shard.payload($0)) }) else {
+                continue
+            }
+            let unique = uniqueShard(s, adding: 0, entry: false)
             var e = 0
             while e < unique.count {
                 let k = unique.key(at: e)
-                if shouldRemove(k, unique.entries[e].value) {
+                if shouldRemove(k, unique.entries[e].value, unique.payload(e)) {
                     let name = String(decoding: k, as: UTF8.self)
-                    removed.append((name, unique.remove(at: e)))
+                    removed.append((name, unique.remove(slot: unique.slot(of: e))))
                     count -= 1
                 } else {
                     e += 1
@@ -251,10 +382,11 @@ struct ByteMap<Value: Sendable>: Sendable {
         }
     }
 
-    /// Every entry's key bytes and value, in no particular order, without making `String`s.
-    func forEachBytes(_ body: (UnsafeRawBufferPointer, borrowing Value) throws -> Void) rethrows {
+    /// Every entry's key bytes, value and payload, in no particular order, without making
+    /// `String`s.
+    func forEachBytes(_ body: (UnsafeRawBufferPointer, borrowing Value, UnsafeRawBufferPointer) throws -> Void) rethrows {
         for shard in shards {
-            for e in 0..<shard.count { try body(shard.key(at: e), shard.entries[e].value) }
+            for e in 0..<shard.count { try body(shard.key(at: e), shard.entries[e].value, shard.payload(e)) }
         }
     }
 
@@ -271,11 +403,17 @@ struct ByteMap<Value: Sendable>: Sendable {
         guard let sep = utf8.firstIndex(of: separator) else { return (key, "") }
         return (String(key[..<sep]), String(key[key.utf8.index(after: sep)...]))
     }
+
+    /// Splits composite key bytes into their two parts.
+    static func parts(_ k: UnsafeRawBufferPointer) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer) {
+        let i = k.firstIndex(of: separator) ?? k.count
+        return (UnsafeRawBufferPointer(rebasing: k[..<i]), UnsafeRawBufferPointer(rebasing: k[min(i + 1, k.count)...]))
+    }
 }
 
 /// Where one shard's storage is: what a lookup reads, trivially copied.
 struct ByteMapHead<Value>: @unchecked Sendable {
-    let slots: UnsafeMutablePointer<UInt64>
+    let slots: UnsafeMutablePointer<UInt32>
     let slotMask: Int
     let entries: UnsafeMutablePointer<ByteMapEntry<Value>>
     let arena: UnsafeMutablePointer<UInt8>
@@ -288,8 +426,8 @@ struct ByteMapHead<Value>: @unchecked Sendable {
         while true {
             let slot = slots[i]
             if slot == 0 { return nil }
-            if slot & 0xFFFF_FFFF_0000_0000 == tag {
-                let e = Int(truncatingIfNeeded: slot & 0xFFFF_FFFF) &- 1
+            if slot & ByteMapShard<Value>.tagMask == tag {
+                let e = Int(truncatingIfNeeded: slot & ByteMapShard<Value>.indexMask) &- 1
                 let entry = entries + e
                 if matches(UnsafeRawBufferPointer(start: arena + Int(entry.pointee.offset), count: Int(entry.pointee.length))) {
                     return e
@@ -298,34 +436,51 @@ struct ByteMapHead<Value>: @unchecked Sendable {
             i = (i &+ 1) & slotMask
         }
     }
+
+    /// The payload of entry `e`: the bytes after its key and their 4-byte length.
+    @inline(__always)
+    func payload(_ e: Int) -> UnsafeRawBufferPointer {
+        let p = UnsafeRawPointer(arena + Int(entries[e].offset) + Int(entries[e].length))
+        return UnsafeRawBufferPointer(start: p + 4, count: Int(p.loadUnaligned(as: UInt32.self)))
+    }
 }
 
-/// One entry of a shard: the key's hash (to rebuild the slots without rehashing), where its
-/// bytes sit in the arena, and the value.
+/// One entry of a shard: the value, and where its key's bytes sit in the arena (the
+/// payload, if any, follows them). No hash: the slot pointing here holds what a probe needs.
+/// The value comes first and the key length is 16 bits (keys are ids, at most 1,025 bytes
+/// joined), so the two fit in the value's tail padding when it has some: a member entry (a
+/// pointer and a role) is 16 bytes, not 24.
 struct ByteMapEntry<Value> {
-    var hash: UInt64
-    var offset: UInt32
-    var length: UInt32
     var value: Value
+    var length: UInt16
+    var offset: UInt32
 }
 
 /// The storage of one shard. Its capacities are fixed: growing makes a new shard (`copy`).
 /// Only a uniquely referenced shard is ever changed, so a snapshot that shares it never sees
-/// a change.
+/// a change. A copy keeps every entry at its index (lookups by index stay valid).
 final class ByteMapShard<Value>: @unchecked Sendable {
-    /// 0 for an empty slot, else (tag << 32) | (entry index + 1), the tag being 32 bits of
-    /// the hash that neither the shard nor the slot position uses.
-    let slots: UnsafeMutablePointer<UInt64>
+    /// 0 for an empty slot, else tag | (entry index + 1): the tag is hash bits 40-51 (which
+    /// neither the shard number nor the slot position uses) in the top 12 bits, the index the
+    /// low 20, so a shard holds at most 2^20 - 2 entries (2^32 for a map of 4,096 shards).
+    let slots: UnsafeMutablePointer<UInt32>
     let slotMask: Int
     let entries: UnsafeMutablePointer<ByteMapEntry<Value>>
     let entryCapacity: Int
     let arena: UnsafeMutablePointer<UInt8>
     let arenaCapacity: Int
+    /// Whether each key is followed by a 4-byte length and that many bytes of payload.
+    let payloads: Bool
     private(set) var count = 0
     private(set) var arenaUsed = 0
 
+    static var tagMask: UInt32 { 0xFFF0_0000 }
+    static var indexMask: UInt32 { 0x000F_FFFF }
+    static var maxEntries: Int { Int(indexMask) - 1 }
+
     /// Room for `entryCapacity` entries, with at least twice as many slots (a power of two).
-    init(entryCapacity: Int, arenaCapacity: Int) {
+    init(entryCapacity: Int, arenaCapacity: Int, payloads: Bool) {
+        precondition(entryCapacity <= Self.maxEntries, "a shard holds at most \(Self.maxEntries) entries")
         var slotCount = 1
         while slotCount < entryCapacity * 2 { slotCount *= 2 }
         slots = .allocate(capacity: slotCount)
@@ -335,6 +490,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
         entries = .allocate(capacity: max(entryCapacity, 1))
         self.arenaCapacity = arenaCapacity
         arena = .allocate(capacity: max(arenaCapacity, 1))
+        self.payloads = payloads
     }
 
     deinit {
@@ -345,11 +501,22 @@ final class ByteMapShard<Value>: @unchecked Sendable {
     }
 
     @inline(__always)
-    static func tag(_ hash: UInt64) -> UInt64 { (hash >> 20) << 32 }
+    static func tag(_ hash: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: hash >> 20) & tagMask }
 
     @inline(__always)
     func key(at e: Int) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: arena + Int(entries[e].offset), count: Int(entries[e].length))
+    }
+
+    /// The payload of entry `e` (empty in a map without payloads).
+    @inline(__always)
+    func payload(_ e: Int) -> UnsafeRawBufferPointer {
+        payloads ? head.payload(e) : UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+
+    /// The arena bytes entry `e` takes: its key, and its payload with the payload's length.
+    private func blobLength(_ e: Int) -> Int {
+        Int(entries[e].length) + (payloads ? 4 + payload(e).count : 0)
     }
 
     var head: ByteMapHead<Value> { ByteMapHead(slots: slots, slotMask: slotMask, entries: entries, arena: arena) }
@@ -359,43 +526,85 @@ final class ByteMapShard<Value>: @unchecked Sendable {
         head.find(hash, matches)
     }
 
-    /// The slot pointing at entry `e` (which exists).
-    private func slot(of e: Int) -> Int {
-        var i = Int(truncatingIfNeeded: entries[e].hash) & slotMask
-        while Int(truncatingIfNeeded: slots[i] & 0xFFFF_FFFF) != e + 1 { i = (i + 1) & slotMask }
+    /// The slot pointing at the entry whose key `matches`.
+    func findSlot(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
+        let tag = Self.tag(hash)
+        var i = Int(truncatingIfNeeded: hash) & slotMask
+        while slots[i] != 0 {
+            let slot = slots[i]
+            if slot & Self.tagMask == tag && matches(key(at: Int(slot & Self.indexMask) - 1)) { return i }
+            i = (i + 1) & slotMask
+        }
+        return nil
+    }
+
+    /// The slot pointing at entry `e` (which exists), found from its key's hash.
+    func slot(of e: Int) -> Int {
+        var i = Int(truncatingIfNeeded: ByteHash.stored(key(at: e))) & slotMask
+        while Int(slots[i] & Self.indexMask) != e + 1 { i = (i + 1) & slotMask }
         return i
     }
 
     private func place(_ hash: UInt64, entry e: Int) {
         var i = Int(truncatingIfNeeded: hash) & slotMask
         while slots[i] != 0 { i = (i + 1) & slotMask }
-        slots[i] = Self.tag(hash) | UInt64(e + 1)
+        slots[i] = Self.tag(hash) | UInt32(e + 1)
     }
 
-    func hasRoom(_ keyLength: Int) -> Bool {
-        count < entryCapacity && arenaUsed + keyLength <= arenaCapacity
+    func hasRoom(_ blobLength: Int, entry: Bool) -> Bool {
+        (!entry || count < entryCapacity) && arenaUsed + blobLength <= arenaCapacity
     }
 
-    /// Appends an entry (the caller checked `hasRoom`); `write` fills the key's bytes.
-    func insert(hash: UInt64, length: Int, write: (UnsafeMutableRawPointer) -> Void, _ value: Value) {
-        write(UnsafeMutableRawPointer(arena + arenaUsed))
-        (entries + count).initialize(to: ByteMapEntry(hash: hash, offset: UInt32(arenaUsed), length: UInt32(length), value: value))
+    /// Writes a blob (key, then the payload's length and bytes in a map with payloads) at
+    /// the end of the arena; returns its offset.
+    private func append(keyLength: Int, payloadLength: Int, write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void) -> UInt32 {
+        let p = UnsafeMutableRawPointer(arena + arenaUsed)
+        if payloads {
+            (p + keyLength).storeBytes(of: UInt32(payloadLength), as: UInt32.self)
+            write(p, p + keyLength + 4)
+            arenaUsed += keyLength + 4 + payloadLength
+        } else {
+            write(p, p + keyLength)
+            arenaUsed += keyLength
+        }
+        return UInt32(truncatingIfNeeded: p - UnsafeMutableRawPointer(arena))
+    }
+
+    /// Appends an entry (the caller checked `hasRoom`); `write` fills the key's bytes and
+    /// the payload's.
+    func insert(hash: UInt64, keyLength: Int, payloadLength: Int,
+                write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void, _ value: Value) {
+        precondition(keyLength <= Int(UInt16.max), "a key of \(keyLength) bytes (at most 65,535)")
+        let offset = append(keyLength: keyLength, payloadLength: payloadLength, write: write)
+        (entries + count).initialize(to: ByteMapEntry(value: value, length: UInt16(keyLength), offset: offset))
         place(hash, entry: count)
-        arenaUsed += length
         count += 1
     }
 
-    /// Removes entry `e`: its slot by backward shift (so no tombstones), the last entry
-    /// moved into its place. Its key bytes stay in the arena until the next copy.
-    func remove(at e: Int) -> Value {
-        var i = slot(of: e)
+    /// Writes entry `e`'s key and a new payload at the end of the arena (the caller checked
+    /// `hasRoom`); the old bytes stay until the next copy.
+    func rewrite(_ e: Int, keyLength: Int, payloadLength: Int, write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void) {
+        entries[e].offset = append(keyLength: keyLength, payloadLength: payloadLength, write: write)
+    }
+
+    func replaceValue(_ e: Int, _ value: Value) -> Value {
+        let old = entries[e].value
+        entries[e].value = value
+        return old
+    }
+
+    /// Removes the entry slot `i` points at: the slot by backward shift (so no tombstones),
+    /// the last entry moved into its place. Its bytes stay in the arena until the next copy.
+    func remove(slot i0: Int) -> Value {
+        let e = Int(slots[i0] & Self.indexMask) - 1
+        var i = i0
         slots[i] = 0
         var j = i
         while true {
             j = (j + 1) & slotMask
             let s = slots[j]
             if s == 0 { break }
-            let home = Int(truncatingIfNeeded: entries[Int(truncatingIfNeeded: s & 0xFFFF_FFFF) - 1].hash) & slotMask
+            let home = Int(truncatingIfNeeded: ByteHash.stored(key(at: Int(s & Self.indexMask) - 1))) & slotMask
             // The entry at j may move back to i unless its home lies cyclically in (i, j].
             if (j - home) & slotMask >= (j - i) & slotMask {
                 slots[i] = s
@@ -403,32 +612,86 @@ final class ByteMapShard<Value>: @unchecked Sendable {
                 i = j
             }
         }
-        let old = (entries + e).move()
         let last = count - 1
         if e != last {
             let ls = slot(of: last)
+            let old = (entries + e).move()
             (entries + e).moveInitialize(from: entries + last, count: 1)
-            slots[ls] = (slots[ls] & 0xFFFF_FFFF_0000_0000) | UInt64(e + 1)
+            slots[ls] = (slots[ls] & Self.tagMask) | UInt32(e + 1)
+            count -= 1
+            return old.value
         }
         count -= 1
-        return old.value
+        return (entries + e).move().value
     }
 
-    /// A copy with room for at least one more entry of `keyLength` bytes (grown when full),
-    /// the arena compacted.
-    func copy(adding keyLength: Int) -> ByteMapShard<Value> {
+    /// A capacity with room to grow. A shard being filled in place (a build) doubles while
+    /// small, so a map built without `reserve` copies each entry a few times only, then grows
+    /// by a quarter (a reserved shard that overflows needs little more). A copy of a shard another snapshot shares (an `applying`) grows by an
+    /// eighth: the next snapshot copies the shards it touches anyway, so room kept for later
+    /// would only sit unused.
+    static func grown(_ needed: Int, minimum: Int, shared: Bool) -> Int {
+        if shared { return needed + max(needed / 8, minimum) }
+        return needed < 64 ? max(minimum, needed * 2) : needed + needed / 4
+    }
+
+    /// A copy with room for `blobLength` more arena bytes and, if `entry`, one more entry
+    /// (grown when full, see `grown`), each entry at the same index; the arena is compacted.
+    func copy(adding blobLength: Int, entry: Bool, shared: Bool) -> ByteMapShard<Value> {
         var live = 0
-        for e in 0..<count { live += Int(entries[e].length) }
-        var entryCapacity = max(self.entryCapacity, 4)
-        if count + 1 > entryCapacity { entryCapacity *= 2 }
-        var arenaCapacity = max(arenaCapacity, 64)
-        while live + keyLength > arenaCapacity { arenaCapacity *= 2 }
-        let next = ByteMapShard(entryCapacity: entryCapacity, arenaCapacity: arenaCapacity)
-        for e in 0..<count {
-            let k = key(at: e)
-            next.insert(hash: entries[e].hash, length: k.count,
-                        write: { if k.count > 0 { $0.copyMemory(from: k.baseAddress!, byteCount: k.count) } },
-                        entries[e].value)
+        for e in 0..<count { live += self.blobLength(e) }
+        var entryCapacity = self.entryCapacity
+        if entry && count + 1 > entryCapacity { entryCapacity = min(Self.grown(count + 1, minimum: 4, shared: shared), Self.maxEntries) }
+        var arenaCapacity = self.arenaCapacity
+        if live + blobLength > arenaCapacity { arenaCapacity = Self.grown(live + blobLength, minimum: 64, shared: shared) }
+        return copy(entryCapacity: entryCapacity, arenaCapacity: arenaCapacity, live: live)
+    }
+
+    /// Whether it holds room it does not use (see `ByteMap.shrinkToFit`).
+    var hasUnusedRoom: Bool { count < entryCapacity || arenaUsed < arenaCapacity }
+
+    /// A copy with room for its entries only. `moving` (for a shard no one else holds) moves
+    /// the entries out, leaving this shard empty.
+    func fitted(moving: Bool) -> ByteMapShard<Value> {
+        var live = 0
+        for e in 0..<count { live += blobLength(e) }
+        return copy(entryCapacity: count, arenaCapacity: live, live: live, moving: moving)
+    }
+
+    /// A copy with these capacities (at least `count` and `live`, the bytes of the entries);
+    /// `moving` moves the entries out instead, leaving this shard empty.
+    private func copy(entryCapacity: Int, arenaCapacity: Int, live: Int, moving: Bool = false) -> ByteMapShard<Value> {
+        let next = ByteMapShard(entryCapacity: entryCapacity, arenaCapacity: arenaCapacity, payloads: payloads)
+        let count = self.count
+        if moving {
+            next.entries.moveInitialize(from: entries, count: count)
+            self.count = 0
+        } else {
+            next.entries.initialize(from: entries, count: count)
+        }
+        next.count = count
+        if live == arenaUsed {
+            // Nothing removed or rewritten since: the arena and the offsets copy as they are.
+            next.arena.update(from: arena, count: arenaUsed)
+            next.arenaUsed = arenaUsed
+        } else {
+            // Compacted: each entry's bytes, read here at its old offset, go to the next free
+            // place of the copy. Only the copy's entries change (this shard may be shared).
+            var used = 0
+            for e in 0..<count {
+                let old = Int(next.entries[e].offset), length = Int(next.entries[e].length)
+                var n = length
+                if payloads { n += 4 + Int(UnsafeRawPointer(arena + old + length).loadUnaligned(as: UInt32.self)) }
+                (next.arena + used).update(from: arena + old, count: n)
+                next.entries[e].offset = UInt32(used)
+                used += n
+            }
+            next.arenaUsed = used
+        }
+        if next.slotMask == slotMask {
+            next.slots.update(from: slots, count: slotMask + 1)
+        } else {
+            for e in 0..<count { next.place(ByteHash.stored(next.key(at: e)), entry: e) }
         }
         return next
     }
@@ -459,6 +722,34 @@ enum ByteHash {
     @inline(__always)
     static func hash(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> UInt64 {
         finish(mum(absorb(a) ^ k2, absorb(b) ^ k1))
+    }
+
+    /// The hash of a key as a map stores it: a composite key (with the separator, which ids
+    /// may not contain) hashes as its two parts, as a lookup by parts does.
+    @inline(__always)
+    static func stored(_ b: UnsafeRawBufferPointer) -> UInt64 {
+        let i = separatorIndex(b)
+        if i == b.count { return hash(b) }
+        return hash(UnsafeRawBufferPointer(rebasing: b[..<i]), UnsafeRawBufferPointer(rebasing: b[(i + 1)...]))
+    }
+
+    /// Where the first separator (0x1F) of `b` is, or `b.count`: eight bytes at a time (a
+    /// member key's is 37 bytes in; rebuilding slots hashes every key of a shard).
+    @inline(__always)
+    static func separatorIndex(_ b: UnsafeRawBufferPointer) -> Int {
+        guard let p = b.baseAddress else { return 0 }
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        var i = 0
+        while i + 8 <= b.count {
+            // A zero byte of x is a separator byte of the word (Bit Twiddling Hacks); the
+            // lowest flagged byte is exact (false flags only follow a true one).
+            let x = p.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ (ones &* 0x1F)
+            let found = (x &- ones) & ~x & highs
+            if found != 0 { return i + UInt64(littleEndian: found).trailingZeroBitCount / 8 }
+            i += 8
+        }
+        while i < b.count && p.load(fromByteOffset: i, as: UInt8.self) != 0x1F { i += 1 }
+        return i
     }
 
     @inline(__always)

@@ -90,27 +90,29 @@ extension Directory {
 
     /// The effective permissions of a session user who is this member: its global
     /// assignments' permissions and its custom roles' (resolved now, so a role change applies
-    /// at once).
+    /// at once), all of them for an owner when the policy says so. `assignments` is the
+    /// member's list, unretained: the directory holds it for as long as the check runs.
     @inline(__always)
-    func sessionPermissions(role: RoleKind, base: PermissionSet, customRoles: [String]?, org: UnsafeRawBufferPointer) -> PermissionSet {
+    func sessionPermissions(role: RoleKind, assignments: Unmanaged<NameListStorage>, org: UnsafeRawBufferPointer) -> PermissionSet {
         if role == .owner && policy.ownerHasAllPermissions { return policy.allPermissions }
-        var p = base
-        if let customRoles {
-            for c in customRoles {
-                if let mask = withBytes(c, { c in roles.withValue(org, c) { $0.mask } }) { p.formUnion(mask) }
+        return assignments._withUnsafeGuaranteedRef { list in
+            let fields = list.fields
+            var p = fields.base
+            if fields.customCount > 0 {
+                list.forEachCustomRole { c in
+                    if let mask = roles.withValue(org, c, { $0.mask }) { p.formUnion(mask) }
+                }
             }
+            return p
         }
-        return p
     }
 
     /// What the decision needs of a member, read in place by a closure that captures no
     /// `self` (a capture copied the whole `Directory`: two dozen retains and releases).
     struct MemberFacts {
         var role: RoleKind
-        var globalMask: UInt64
-        var base: PermissionSet
-        /// Its custom roles, only when it has some (copying an array costs a retain).
-        var customRoles: [String]?
+        /// Its assignment list, unretained (no ARC).
+        var assignments: Unmanaged<NameListStorage>
     }
 
     /// What the decision needs of an api key, likewise.
@@ -118,7 +120,8 @@ extension Directory {
         var expired: Bool
         var rightOrg: Bool
         var mask: PermissionSet
-        var user: String
+        /// The key's user id, in the directory's storage.
+        var user: UnsafeRawBufferPointer
     }
 
     func decide(
@@ -156,17 +159,16 @@ extension Directory {
         // 2. The api key.
         if !isKey { return .success(decideMember(rule, id: id, userID: subjectID, keyMask: nil, orgID: orgID, target: target, now: now)) }
         if rule.conditions.contains(.sessionOnly) { return .success(Decision(.sessionOnly, action: id)) }
-        let found = keys.withValue(subjectID) { (k: borrowing KeyEntry) in
-            KeyFacts(expired: k.expiresAt.map { !(now < $0) } ?? false, rightOrg: withBytes(k.org, { bytesEqual($0, orgID) }),
-                     mask: k.mask, user: k.user)
+        let found = keys.withEntry(subjectID) { (k: borrowing KeyEntry, payload: UnsafeRawBufferPointer) in
+            KeyFacts(expired: k.expiresAt.value.map { !(now < $0) } ?? false,
+                     rightOrg: bytesEqual(UnsafeRawBufferPointer(rebasing: payload[..<Int(k.orgLength)]), orgID),
+                     mask: k.mask, user: UnsafeRawBufferPointer(rebasing: payload[Int(k.orgLength)...]))
         }
         guard let key = found else { return .success(Decision(.unknownKey, action: id)) }
         if key.expired { return .success(Decision(.keyExpired, action: id)) }
         guard key.rightOrg else { return .success(Decision(.keyWrongOrg, action: id)) }
         // Its user is the subject's user from here on.
-        return .success(withBytes(key.user) { userID in
-            decideMember(rule, id: id, userID: userID, keyMask: key.mask, orgID: orgID, target: target, now: now)
-        })
+        return .success(decideMember(rule, id: id, userID: key.user, keyMask: key.mask, orgID: orgID, target: target, now: now))
     }
 
     @inline(__always)
@@ -181,8 +183,7 @@ extension Directory {
             return Decision(a.requirement == .invitee ? .notInvitee : .notMember, action: id)
         }
         let member = members.withValue(orgID, userID) { (m: borrowing MemberEntry) in
-            MemberFacts(role: m.role, globalMask: m.globalMask, base: m.base,
-                        customRoles: m.customRoles.isEmpty ? nil : m.customRoles)
+            MemberFacts(role: m.role, assignments: Unmanaged.passUnretained(m.assignments.storage))
         }
         if a.requirement != .invitee && member == nil { return Decision(.notMember, action: id) }
         let isOwnerSession = !isKey && member?.role == .owner
@@ -202,7 +203,7 @@ extension Directory {
             grant = .owner
         case .anyOf(let required):
             let m = member!
-            var effective = sessionPermissions(role: m.role, base: m.base, customRoles: m.customRoles, org: orgID)
+            var effective = sessionPermissions(role: m.role, assignments: m.assignments, org: orgID)
             if let keyMask { effective.formIntersection(keyMask) }
             let held = effective.bits & required.bits
             guard held != 0 else {
@@ -213,7 +214,7 @@ extension Directory {
                 grant = .owner
             } else {
                 grant = isKey ? .apiKey : .assignment
-                granting = m.globalMask & policy.assignmentsGranting[grantPermission]
+                granting = m.assignments._withUnsafeGuaranteedRef { $0.fields.globalMask } & policy.assignmentsGranting[grantPermission]
             }
         }
 
@@ -224,7 +225,7 @@ extension Directory {
                 return Decision(.personalOrg, action: id)
             }
             if conditions.contains(.notSuspended) && org.suspended {
-                if !(org.suspendedUntil.map { !(now < $0) } ?? false) { return Decision(.orgSuspended, action: id) }
+                if !(org.suspendedUntil.value.map { !(now < $0) } ?? false) { return Decision(.orgSuspended, action: id) }
             }
             let targetUser = a.target == .subject ? userID : target
             if conditions.contains(.notSelf) && bytesEqual(targetUser, userID) {
@@ -238,8 +239,9 @@ extension Directory {
                 return Decision(.notInvitee, action: id)
             }
             if conditions.contains(.ownKeyOrOwner) && !isOwnerSession {
-                let owns = keys.withValue(target) { (k: borrowing KeyEntry) in
-                    withBytes(k.org, { bytesEqual($0, orgID) }) && withBytes(k.user, { bytesEqual($0, userID) })
+                let owns = keys.withEntry(target) { (k: borrowing KeyEntry, payload: UnsafeRawBufferPointer) in
+                    bytesEqual(UnsafeRawBufferPointer(rebasing: payload[..<Int(k.orgLength)]), orgID)
+                        && bytesEqual(UnsafeRawBufferPointer(rebasing: payload[Int(k.orgLength)...]), userID)
                 }
                 guard owns == true else { return Decision(.notKeyOwner, action: id) }
             }
@@ -248,10 +250,17 @@ extension Directory {
     }
 
     private func isInvitee(userID: UnsafeRawBufferPointer, invitation: UnsafeRawBufferPointer, orgID: UnsafeRawBufferPointer, now: Timestamp) -> Bool {
-        guard let inv = invitations.find(invitation), inv.open, !expired(inv.expiresAt, now),
-              withBytes(inv.org, { bytesEqual($0, orgID) }),
-              let user = users.find(userID), user.emailVerified, let email = user.emailFolded
-        else { return false }
-        return email == inv.emailFolded
+        let invitee = invitations.withEntry(invitation) { (inv: borrowing InvitationEntry, payload: UnsafeRawBufferPointer) -> Bool in
+            let orgLength = Int(inv.orgLength)
+            guard inv.open, !expired(inv.expiresAt.value, now),
+                  bytesEqual(UnsafeRawBufferPointer(rebasing: payload[..<orgLength]), orgID) else { return false }
+            let invited = Directory.foldedEmail(payload, start: orgLength, length: Int(inv.emailLength))
+            return users.withEntry(userID) { (user: borrowing UserEntry, email: UnsafeRawBufferPointer) -> Bool in
+                let length = Int(user.emailLength)
+                guard user.emailVerified, length > 0 else { return false }
+                return Directory.sameEmail(Directory.foldedEmail(email, start: 0, length: length), invited)
+            } ?? false
+        }
+        return invitee ?? false
     }
 }

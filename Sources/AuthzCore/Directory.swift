@@ -6,35 +6,39 @@
 public struct Directory: Sendable {
     public let policy: CompiledPolicy
 
+    // The entries below are laid out for size (a million members make ~2M of them): no
+    // `String` or array of their own (each would be a heap object), optional timestamps in
+    // 12 bytes, small fields last. Strings of a record live in the map's payload bytes or in
+    // a shared `NameList`.
+
     struct OrgEntry: Sendable {
-        var personal: Bool
-        var suspended: Bool
-        var suspendedUntil: Timestamp?
+        var suspendedUntil: PackedTimestamp
         var ownerCount: Int32 = 0
         var memberCount: Int32 = 0
+        var personal: Bool
+        var suspended: Bool
     }
 
+    /// Payload: the email, then its lowercased form when that differs (rarely).
     struct UserEntry: Sendable {
-        var email: String?
-        var emailFolded: String?
+        /// Bytes of the email; 0 for none (an email is never empty).
+        var emailLength: UInt32
         var emailVerified: Bool
     }
 
+    /// A member is its role and its assignment list, which carries the global assignments
+    /// and permissions it grants: 16 bytes.
     struct MemberEntry: Sendable {
+        /// As the record listed them (names as sent, aliases included); `emptyAssignments`
+        /// for none. Its custom role ids are resolved at check time, so a role change applies
+        /// at once.
+        var assignments: NameList
         var role: RoleKind
-        /// As the record listed them (names as sent, aliases included).
-        var assignments: [String]
-        /// Global assignments held, the implied one included (bit = assignment index).
-        var globalMask: UInt64
-        /// Permissions from global assignments; for an owner with all permissions, every one.
-        var base: PermissionSet
-        /// Custom role ids of the org, resolved at check time so a role change applies at once.
-        var customRoles: [String]
     }
 
     struct RoleEntry: Sendable {
-        var permissions: [String]
         var mask: PermissionSet
+        var permissions: NameList?
         /// How many members hold it: a role still assigned cannot be deleted.
         var assigned: Int32 = 0
         /// How many invitations offer it: neither can a role still offered (the invitation
@@ -42,36 +46,46 @@ public struct Directory: Sendable {
         var invited: Int32 = 0
     }
 
+    /// Payload: the org id, then the user id.
     struct KeyEntry: Sendable {
-        var org: String
-        var user: String
-        var permissions: [String]
         var mask: PermissionSet
-        var expiresAt: Timestamp?
+        var permissions: NameList?
+        var expiresAt: PackedTimestamp
+        var orgLength: UInt32
     }
 
+    /// Payload: the org id, the email, then its lowercased form when that differs.
     struct InvitationEntry: Sendable {
-        var org: String
-        var email: String
-        var emailFolded: String
         var role: String
-        var assignments: [String]
-        /// Custom role ids of the org among `assignments`.
-        var customRoles: [String]
         var status: String
+        /// Assignments as sent.
+        var assignments: NameList
+        var expiresAt: PackedTimestamp
+        var orgLength: UInt32
+        var emailLength: UInt32
         var open: Bool
-        var expiresAt: Timestamp?
     }
 
     var orgs = ByteMap<OrgEntry>(shardBits: 10)
-    var users = ByteMap<UserEntry>(shardBits: 12)
+    var users = ByteMap<UserEntry>(shardBits: 12, payloads: true)
     var members = ByteMap<MemberEntry>(shardBits: 12)
     var roles = ByteMap<RoleEntry>(shardBits: 8)
-    var keys = ByteMap<KeyEntry>(shardBits: 12)
-    var invitations = ByteMap<InvitationEntry>(shardBits: 10)
+    var keys = ByteMap<KeyEntry>(shardBits: 12, payloads: true)
+    var invitations = ByteMap<InvitationEntry>(shardBits: 10, payloads: true)
+    /// The distinct assignment lists of members and invitations.
+    var assignmentLists = NameListTable(shardBits: 10)
+    /// The distinct permission lists of api keys and custom roles.
+    var permissionLists = NameListTable(shardBits: 8)
+
+    /// The assignment list of members with no assignments (the implied one only).
+    let emptyAssignments: NameList
 
     /// An empty directory for `policy`.
-    public init(policy: CompiledPolicy) { self.policy = policy }
+    public init(policy: CompiledPolicy) {
+        self.policy = policy
+        let implied: UInt64 = policy.impliedAssignment.map { 1 << UInt64($0) } ?? 0
+        emptyAssignments = NameList.empty(globalMask: implied, base: policy.basePermissions(role: .member, globalMask: implied))
+    }
 
     /// Sizes, for metrics and listings.
     public struct Counts: Sendable, Hashable, Codable {
@@ -107,34 +121,69 @@ public struct Directory: Sendable {
         return directory
     }
 
-    /// Sizes the maps for `records`, so that a large build rebuilds no table as it grows.
+    /// Sizes each shard of each map for the keys of `records` that land in it, so that a
+    /// large build rebuilds no table as it grows and leaves no room unused (at 1M members,
+    /// sizing from totals left ~30 MB unused).
     private mutating func reserve(for records: [LocatedRecord]) {
         guard records.count > 10_000 else { return }
-        var n = (orgs: 0, users: 0, members: 0, roles: 0, keys: 0, invitations: 0)
-        var bytes = n
+        var o = orgs.sizing(), u = users.sizing(), m = members.sizing(), r = roles.sizing(), k = keys.sizing()
+        var i = invitations.sizing()
         for located in records {
             switch located.record {
-            case .org(let r): n.orgs += 1; bytes.orgs += r.id.utf8.count
-            case .user(let r): n.users += 1; bytes.users += r.id.utf8.count
-            case .member(let r): n.members += 1; bytes.members += r.org.utf8.count + 1 + r.user.utf8.count
-            case .role(let r): n.roles += 1; bytes.roles += r.org.utf8.count + 1 + r.id.utf8.count
-            case .apiKey(let r): n.keys += 1; bytes.keys += r.id.utf8.count
-            case .invitation(let r): n.invitations += 1; bytes.invitations += r.id.utf8.count
-            case .delete: break
+            case .org(let x):
+                withBytes(x.id) { o.add(hash: ByteHash.hash($0), keyLength: $0.count) }
+            case .user(let x):
+                let email = x.email.map { $0.utf8.count + Directory.foldedIfDifferent($0).utf8.count } ?? 0
+                withBytes(x.id) { u.add(hash: ByteHash.hash($0), keyLength: $0.count, payloadLength: email) }
+            case .member(let x):
+                withBytes(x.org) { a in withBytes(x.user) { b in m.add(hash: ByteHash.hash(a, b), keyLength: a.count + 1 + b.count) } }
+            case .role(let x):
+                withBytes(x.org) { a in withBytes(x.id) { b in r.add(hash: ByteHash.hash(a, b), keyLength: a.count + 1 + b.count) } }
+            case .apiKey(let x):
+                withBytes(x.id) { k.add(hash: ByteHash.hash($0), keyLength: $0.count, payloadLength: x.org.utf8.count + x.user.utf8.count) }
+            case .invitation(let x):
+                let payload = x.org.utf8.count + x.email.utf8.count + Directory.foldedIfDifferent(x.email).utf8.count
+                withBytes(x.id) { i.add(hash: ByteHash.hash($0), keyLength: $0.count, payloadLength: payload) }
+            case .delete:
+                break
             }
         }
-        orgs.reserve(n.orgs, keyBytes: bytes.orgs)
-        users.reserve(n.users, keyBytes: bytes.users)
-        members.reserve(n.members, keyBytes: bytes.members)
-        roles.reserve(n.roles, keyBytes: bytes.roles)
-        keys.reserve(n.keys, keyBytes: bytes.keys)
-        invitations.reserve(n.invitations, keyBytes: bytes.invitations)
+        orgs.reserve(exactly: o)
+        users.reserve(exactly: u)
+        members.reserve(exactly: m)
+        roles.reserve(exactly: r)
+        keys.reserve(exactly: k)
+        invitations.reserve(exactly: i)
+    }
+
+    /// Sizes the maps for `e` (see `DirectoryBuilder.Expected`).
+    mutating func reserve(_ e: DirectoryBuilder.Expected) {
+        if e.orgs > 0 { orgs.reserve(e.orgs, arenaBytes: e.orgKeyBytes) }
+        if e.users > 0 { users.reserve(e.users, arenaBytes: e.userKeyBytes + e.userPayloadBytes) }
+        if e.members > 0 { members.reserve(e.members, arenaBytes: e.memberKeyBytes) }
+        if e.roles > 0 { roles.reserve(e.roles, arenaBytes: e.roleKeyBytes) }
+        if e.apiKeys > 0 { keys.reserve(e.apiKeys, arenaBytes: e.apiKeyKeyBytes + e.apiKeyPayloadBytes) }
+        if e.invitations > 0 { invitations.reserve(e.invitations, arenaBytes: e.invitationKeyBytes + e.invitationPayloadBytes) }
+    }
+
+    /// Sizes every map to what it holds (see `ByteMap.shrinkToFit`).
+    mutating func shrinkToFit() {
+        orgs.shrinkToFit()
+        users.shrinkToFit()
+        members.shrinkToFit()
+        roles.shrinkToFit()
+        keys.shrinkToFit()
+        invitations.shrinkToFit()
+        assignmentLists.shrinkToFit()
+        permissionLists.shrinkToFit()
     }
 
     /// Validates `batch` record by record against the state so far and applies it. Either every
     /// record is valid and the new directory is returned, or every error is thrown.
     public func applying(_ batch: [LocatedRecord]) throws(DataErrors) -> (directory: Directory, stats: ApplyStats) {
         var next = self
+        // A replace applies every record to an empty directory: size it as a build does.
+        if orgs.count + users.count + members.count + keys.count + invitations.count == 0 { next.reserve(for: batch) }
         let stats = try next.apply(batch)
         return (next, stats)
     }
@@ -168,23 +217,32 @@ public struct Directory: Sendable {
         var out: [Record] = []
         out.reserveCapacity(orgs.count + users.count + roles.count + members.count + keys.count + invitations.count)
         orgs.forEach { id, o in
-            out.append(.org(.init(id: id, personal: o.personal, suspended: o.suspended, suspendedUntil: o.suspendedUntil)))
+            out.append(.org(.init(id: id, personal: o.personal, suspended: o.suspended, suspendedUntil: o.suspendedUntil.value)))
         }
-        users.forEach { id, u in out.append(.user(.init(id: id, email: u.email, emailVerified: u.emailVerified))) }
+        users.forEachBytes { id, u, payload in
+            let email = u.emailLength == 0 ? nil : String(decoding: payload.prefix(Int(u.emailLength)), as: UTF8.self)
+            out.append(.user(.init(id: String(decoding: id, as: UTF8.self), email: email, emailVerified: u.emailVerified)))
+        }
         roles.forEach { k, r in
             let (org, id) = ByteMap<RoleEntry>.parts(k)
-            out.append(.role(.init(org: org, id: id, permissions: r.permissions)))
+            out.append(.role(.init(org: org, id: id, permissions: r.permissions?.names ?? [])))
         }
         members.forEach { k, m in
             let (org, user) = ByteMap<MemberEntry>.parts(k)
-            out.append(.member(.init(org: org, user: user, role: policy.roleName(m.role), assignments: m.assignments)))
+            out.append(.member(.init(org: org, user: user, role: policy.roleName(m.role), assignments: m.assignments.names)))
         }
-        keys.forEach { id, k in
-            out.append(.apiKey(.init(id: id, org: k.org, user: k.user, permissions: k.permissions, expiresAt: k.expiresAt)))
+        keys.forEachBytes { id, k, payload in
+            let org = payload.prefix(Int(k.orgLength)), user = payload.dropFirst(Int(k.orgLength))
+            out.append(.apiKey(.init(id: String(decoding: id, as: UTF8.self), org: String(decoding: org, as: UTF8.self),
+                                     user: String(decoding: user, as: UTF8.self), permissions: k.permissions?.names ?? [],
+                                     expiresAt: k.expiresAt.value)))
         }
-        invitations.forEach { id, i in
-            out.append(.invitation(.init(id: id, org: i.org, email: i.email, role: i.role, assignments: i.assignments,
-                                         status: i.status, expiresAt: i.expiresAt)))
+        invitations.forEachBytes { id, i, payload in
+            let org = payload.prefix(Int(i.orgLength))
+            let email = payload.dropFirst(Int(i.orgLength)).prefix(Int(i.emailLength))
+            out.append(.invitation(.init(id: String(decoding: id, as: UTF8.self), org: String(decoding: org, as: UTF8.self),
+                                         email: String(decoding: email, as: UTF8.self), role: i.role,
+                                         assignments: i.assignments.names, status: i.status, expiresAt: i.expiresAt.value)))
         }
         return out
     }
@@ -229,15 +287,16 @@ public struct Directory: Sendable {
         return kind
     }
 
-    /// Resolves assignment names: global ones into a mask, custom ones checked against the org.
-    private func resolveAssignments(_ names: [String], org: String) throws(RecordError) -> (UInt64, [String]) {
+    /// Resolves assignment names: global ones into a mask, custom ones checked against the
+    /// org (returned as indices into `names`, each role once).
+    private func resolveAssignments(_ names: [String], org: String) throws(RecordError) -> (UInt64, [Int]) {
         var mask: UInt64 = 0
-        var custom: [String] = []
+        var custom: [Int] = []
         for (i, n) in names.enumerated() {
             if let a = policy.assignmentID(named: n) {
                 mask |= 1 << UInt64(a)
             } else if roles[org, n] != nil {
-                if !custom.contains(n) { custom.append(n) }
+                if !custom.contains(where: { names[$0] == n }) { custom.append(i) }
             } else {
                 throw RecordError("assignments[\(i)]", "unknown assignment `\(n)`: not a global assignment nor a custom role of org `\(org)`")
             }
@@ -246,12 +305,21 @@ public struct Directory: Sendable {
         return (mask, custom)
     }
 
+    /// The shared list of resolved assignment names, with one more use. Members and
+    /// invitations share the table, and the list carries what it grants (a member's
+    /// permissions: an owner who holds them all is answered from the role), so both intern
+    /// through here.
+    private mutating func internAssignments(_ names: [String], mask: UInt64, customRoles: [Int]) -> NameList {
+        assignmentLists.intern(names, customRoles: customRoles, globalMask: mask,
+                               base: policy.basePermissions(role: .member, globalMask: mask)) ?? emptyAssignments
+    }
+
     /// Applies one record to this (scratch) directory, or throws without changing it.
     mutating func apply(_ record: Record) throws(RecordError) {
         switch record {
         case .org(let r):
             try requireID(r.id, "id")
-            var entry = OrgEntry(personal: r.personal, suspended: r.suspended, suspendedUntil: r.suspendedUntil)
+            var entry = OrgEntry(suspendedUntil: PackedTimestamp(r.suspendedUntil), personal: r.personal, suspended: r.suspended)
             if let old = orgs[r.id] {
                 entry.ownerCount = old.ownerCount
                 entry.memberCount = old.memberCount
@@ -263,17 +331,20 @@ public struct Directory: Sendable {
             if let email = r.email, email.isEmpty || !withBytes(email, { allBytes($0, above: 0x1F) }) {
                 throw RecordError("email", "`\(email)` is not a valid email")
             }
-            users.upsert(r.id, UserEntry(email: r.email, emailFolded: r.email.map(Directory.folded), emailVerified: r.emailVerified))
+            let email = r.email ?? ""
+            users.upsert(r.id, UserEntry(emailLength: UInt32(email.utf8.count), emailVerified: r.emailVerified),
+                         payload: email, Directory.foldedIfDifferent(email))
 
         case .member(let r):
             try requireOrg(r.org)
             try requireID(r.user, "user")
             let kind = try roleKind(r.role)
             let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
-            let base = policy.basePermissions(role: kind, globalMask: mask)
-            let old = members.upsert(r.org, r.user, MemberEntry(role: kind, assignments: r.assignments, globalMask: mask, base: base, customRoles: custom))
+            let list = internAssignments(r.assignments, mask: mask, customRoles: custom)
+            let old = members.upsert(r.org, r.user, MemberEntry(assignments: list, role: kind))
+            // After interning the new list, so a list the member keeps is never dropped.
             if let old { unlink(member: old, org: r.org) }
-            link(role: kind, customRoles: custom, org: r.org)
+            link(role: kind, assignments: list, org: r.org)
 
         case .role(let r):
             try requireOrg(r.org)
@@ -283,10 +354,11 @@ public struct Directory: Sendable {
             }
             guard !r.permissions.isEmpty else { throw RecordError("permissions", "a custom role needs at least one permission") }
             let mask = try permissionMask(r.permissions, "permissions")
-            var entry = RoleEntry(permissions: r.permissions, mask: mask)
+            var entry = RoleEntry(mask: mask, permissions: permissionLists.intern(r.permissions))
             if let old = roles[r.org, r.id] {
                 entry.assigned = old.assigned
                 entry.invited = old.invited
+                permissionLists.release(old.permissions)
             }
             roles[r.org, r.id] = entry
 
@@ -295,7 +367,9 @@ public struct Directory: Sendable {
             try requireOrg(r.org)
             try requireID(r.user, "user")
             let mask = try permissionMask(r.permissions, "permissions")
-            keys.upsert(r.id, KeyEntry(org: r.org, user: r.user, permissions: r.permissions, mask: mask, expiresAt: r.expiresAt))
+            let entry = KeyEntry(mask: mask, permissions: permissionLists.intern(r.permissions),
+                                 expiresAt: PackedTimestamp(r.expiresAt), orgLength: UInt32(r.org.utf8.count))
+            if let old = keys.upsert(r.id, entry, payload: r.org, r.user) { permissionLists.release(old.permissions) }
 
         case .invitation(let r):
             try requireID(r.id, "id")
@@ -304,16 +378,19 @@ public struct Directory: Sendable {
                 throw RecordError("email", "`\(r.email)` is not a valid email")
             }
             _ = try roleKind(r.role)
-            let (_, custom) = try resolveAssignments(r.assignments, org: r.org)
+            let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
             guard let statusIndex = policy.invitationStatuses.firstIndex(of: r.status) else {
                 throw RecordError("status", "unknown status `\(r.status)`; expected one of \(policy.invitationStatuses.map { "`\($0)`" }.joined(separator: ", "))")
             }
-            let old = invitations.upsert(r.id, InvitationEntry(
-                org: r.org, email: r.email, emailFolded: Directory.folded(r.email), role: r.role,
-                assignments: r.assignments, customRoles: custom, status: r.status, open: statusIndex == 0,
-                expiresAt: r.expiresAt))
-            if let old { unlink(invitation: old) }
-            for c in custom { roles.update(r.org, c) { $0.invited += 1 } }
+            let list = internAssignments(r.assignments, mask: mask, customRoles: custom)
+            let entry = InvitationEntry(role: r.role, status: r.status, assignments: list, expiresAt: PackedTimestamp(r.expiresAt),
+                                        orgLength: UInt32(r.org.utf8.count), emailLength: UInt32(r.email.utf8.count),
+                                        open: statusIndex == 0)
+            // The invitation it replaces may be of another org: read which before the payload goes.
+            let previous = invitation(r.id)
+            invitations.upsert(r.id, entry, payload: r.org, r.email, Directory.foldedIfDifferent(r.email))
+            if let (old, org) = previous { unlink(invitation: old, org: org) }
+            withBytes(r.org) { org in list.forEachCustomRole { c in roles.update(org, c) { $0.invited += 1 } } }
 
         case .delete(let key):
             try delete(key)
@@ -322,17 +399,48 @@ public struct Directory: Sendable {
 
     /// `email` lowercased, sharing its storage when it has no uppercase letter (the usual
     /// case), so a million users do not hold a million copies.
-    private static func folded(_ email: String) -> String {
+    static func folded(_ email: String) -> String {
         let plain = withBytes(email) { b in !b.contains { $0 >= 0x80 || ($0 >= 0x41 && $0 <= 0x5A) } }
         return plain ? email : email.lowercased()
     }
 
-    private mutating func link(role: RoleKind, customRoles: [String], org: String) {
+    /// `email` lowercased if that changes its bytes, else empty: what a payload stores after
+    /// the email (nothing, usually).
+    static func foldedIfDifferent(_ email: String) -> String {
+        let folded = folded(email)
+        return withBytes(folded) { f in withBytes(email) { bytesEqual(f, $0) } } ? "" : folded
+    }
+
+    /// The lowercased form of the email at `start..<start + length` of a payload: what
+    /// follows the email when the payload stores a different lowercased form, else the email.
+    @inline(__always)
+    static func foldedEmail(_ payload: UnsafeRawBufferPointer, start: Int, length: Int) -> UnsafeRawBufferPointer {
+        let end = start + length
+        return UnsafeRawBufferPointer(rebasing: end < payload.count ? payload[end...] : payload[start..<end])
+    }
+
+    /// Whether two lowercased emails are the same, as `String`s compare them: by bytes, and
+    /// for non-ASCII ones also by canonical equivalence (allocating, only then).
+    static func sameEmail(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        if bytesEqual(a, b) { return true }
+        guard a.contains(where: { $0 >= 0x80 }) || b.contains(where: { $0 >= 0x80 }) else { return false }
+        return String(decoding: a, as: UTF8.self) == String(decoding: b, as: UTF8.self)
+    }
+
+    /// The invitation `id` and its org.
+    private func invitation(_ id: String) -> (InvitationEntry, String)? {
+        withBytes(id) { k in
+            invitations.withEntry(k) { i, payload in (copy i, String(decoding: payload.prefix(Int(i.orgLength)), as: UTF8.self)) }
+        }
+    }
+
+    private mutating func link(role: RoleKind, assignments: NameList, org: String) {
         orgs.update(org) {
             $0.memberCount += 1
             if role == .owner { $0.ownerCount += 1 }
         }
-        for c in customRoles { roles.update(org, c) { $0.assigned += 1 } }
+        guard assignments.hasCustomRoles else { return }
+        withBytes(org) { org in assignments.forEachCustomRole { c in roles.update(org, c) { $0.assigned += 1 } } }
     }
 
     private mutating func unlink(member: MemberEntry, org: String) {
@@ -340,11 +448,19 @@ public struct Directory: Sendable {
             $0.memberCount -= 1
             if member.role == .owner { $0.ownerCount -= 1 }
         }
-        for c in member.customRoles { roles.update(org, c) { $0.assigned -= 1 } }
+        let list = member.assignments
+        if list.hasCustomRoles {
+            withBytes(org) { org in list.forEachCustomRole { c in roles.update(org, c) { $0.assigned -= 1 } } }
+        }
+        assignmentLists.release(list)
     }
 
-    private mutating func unlink(invitation: InvitationEntry) {
-        for c in invitation.customRoles { roles.update(invitation.org, c) { $0.invited -= 1 } }
+    private mutating func unlink(invitation: InvitationEntry, org: String) {
+        let list = invitation.assignments
+        if list.hasCustomRoles {
+            withBytes(org) { org in list.forEachCustomRole { c in roles.update(org, c) { $0.invited -= 1 } } }
+        }
+        assignmentLists.release(invitation.assignments)
     }
 
     private mutating func delete(_ key: RecordKey) throws(RecordError) {
@@ -353,20 +469,28 @@ public struct Directory: Sendable {
             guard orgs.remove(id) != nil else { return }
             // Ids compare as bytes, as the maps do: `String`'s `==` and `hasPrefix` would also
             // match another id that is only canonically equivalent (`é` and `e` + U+0301).
+            // The org's roles go with it, so its members' and invitations' role counts need no
+            // update; their lists do.
             let prefix = Array(id.utf8) + [ByteMap<MemberEntry>.separator]
-            _ = members.removeAll { k, _ in k.starts(with: prefix) }
-            _ = roles.removeAll { k, _ in k.starts(with: prefix) }
-            _ = keys.removeAll { _, k in k.org.utf8.elementsEqual(id.utf8) }
-            _ = invitations.removeAll { _, i in i.org.utf8.elementsEqual(id.utf8) }
+            for (_, m) in members.removeAll(where: { k, _, _ in k.starts(with: prefix) }) { assignmentLists.release(m.assignments) }
+            for (_, r) in roles.removeAll(where: { k, _, _ in k.starts(with: prefix) }) { permissionLists.release(r.permissions) }
+            for (_, k) in keys.removeAll(where: { _, k, p in p.prefix(Int(k.orgLength)).elementsEqual(id.utf8) }) {
+                permissionLists.release(k.permissions)
+            }
+            for (_, i) in invitations.removeAll(where: { _, i, p in p.prefix(Int(i.orgLength)).elementsEqual(id.utf8) }) {
+                assignmentLists.release(i.assignments)
+            }
 
         case .user(let id):
             users.remove(id)
             let suffix = [ByteMap<MemberEntry>.separator] + Array(id.utf8)
-            let removed = members.removeAll { k, _ in
+            let removed = members.removeAll { k, _, _ in
                 k.count >= suffix.count && UnsafeRawBufferPointer(rebasing: k[(k.count - suffix.count)...]).elementsEqual(suffix)
             }
             for (k, m) in removed { unlink(member: m, org: ByteMap<MemberEntry>.parts(k).0) }
-            _ = keys.removeAll { _, k in k.user.utf8.elementsEqual(id.utf8) }
+            for (_, k) in keys.removeAll(where: { _, k, p in p.dropFirst(Int(k.orgLength)).elementsEqual(id.utf8) }) {
+                permissionLists.release(k.permissions)
+            }
 
         case .member(let org, let user):
             if let old = members.remove(org, user) { unlink(member: old, org: org) }
@@ -380,12 +504,15 @@ public struct Directory: Sendable {
                 throw RecordError(nil, "custom role `\(id)` of org `\(org)` is still offered by \(role.invited) invitation\(role.invited == 1 ? "" : "s"); update or delete them first")
             }
             roles[org, id] = nil
+            permissionLists.release(role.permissions)
 
         case .apiKey(let id):
-            keys.remove(id)
+            if let old = keys.remove(id) { permissionLists.release(old.permissions) }
 
         case .invitation(let id):
-            if let old = invitations.remove(id) { unlink(invitation: old) }
+            guard let (old, org) = invitation(id) else { return }
+            invitations.remove(id)
+            unlink(invitation: old, org: org)
         }
     }
 }
@@ -394,17 +521,13 @@ extension Directory {
     /// How many records of this directory `next` no longer has (for a replace's report).
     public func countRemoved(in next: Directory) -> Int {
         var n = 0
-        orgs.forEachBytes { k, _ in if !next.orgs.contains(k) { n += 1 } }
-        users.forEachBytes { k, _ in if !next.users.contains(k) { n += 1 } }
+        orgs.forEachBytes { k, _, _ in if !next.orgs.contains(k) { n += 1 } }
+        users.forEachBytes { k, _, _ in if !next.users.contains(k) { n += 1 } }
         // Composite keys are stored joined by the separator but hashed from their parts.
-        func parts(_ k: UnsafeRawBufferPointer) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer) {
-            let i = k.firstIndex(of: ByteMap<MemberEntry>.separator) ?? k.count
-            return (UnsafeRawBufferPointer(rebasing: k[..<i]), UnsafeRawBufferPointer(rebasing: k[min(i + 1, k.count)...]))
-        }
-        roles.forEachBytes { k, _ in let (a, b) = parts(k); if next.roles.withValue(a, b, { _ in true }) == nil { n += 1 } }
-        members.forEachBytes { k, _ in let (a, b) = parts(k); if next.members.withValue(a, b, { _ in true }) == nil { n += 1 } }
-        keys.forEachBytes { k, _ in if !next.keys.contains(k) { n += 1 } }
-        invitations.forEachBytes { k, _ in if !next.invitations.contains(k) { n += 1 } }
+        roles.forEachBytes { k, _, _ in let (a, b) = ByteMap<RoleEntry>.parts(k); if next.roles.withValue(a, b, { _ in true }) == nil { n += 1 } }
+        members.forEachBytes { k, _, _ in let (a, b) = ByteMap<MemberEntry>.parts(k); if next.members.withValue(a, b, { _ in true }) == nil { n += 1 } }
+        keys.forEachBytes { k, _, _ in if !next.keys.contains(k) { n += 1 } }
+        invitations.forEachBytes { k, _, _ in if !next.invitations.contains(k) { n += 1 } }
         return n
     }
 }
@@ -416,23 +539,49 @@ public struct DirectoryBuilder: Sendable {
     private var directory: Directory
     private var errors: [DataError] = []
 
-    /// Expected sizes, by kind, and the total bytes of their keys (ids; org+user for members,
-    /// org+id for roles), so that no table is rebuilt as it grows. Zero means unknown.
+    /// Expected sizes, by kind, the total bytes of their keys (ids; org+user for members,
+    /// org+id for roles) and of what is stored after the keys (users' emails; api keys' org
+    /// and user ids; invitations' org ids and emails), so that no table is rebuilt as it
+    /// grows. Zero means unknown.
     public struct Expected: Sendable {
         public var orgs = 0, users = 0, members = 0, roles = 0, apiKeys = 0, invitations = 0
         public var orgKeyBytes = 0, userKeyBytes = 0, memberKeyBytes = 0, roleKeyBytes = 0, apiKeyKeyBytes = 0, invitationKeyBytes = 0
+        public var userPayloadBytes = 0, apiKeyPayloadBytes = 0, invitationPayloadBytes = 0
         public init() {}
+
+        /// Counts `record` in.
+        public mutating func count(_ record: Record) {
+            switch record {
+            case .org(let r):
+                orgs += 1
+                orgKeyBytes += r.id.utf8.count
+            case .user(let r):
+                users += 1
+                userKeyBytes += r.id.utf8.count
+                userPayloadBytes += r.email?.utf8.count ?? 0
+            case .member(let r):
+                members += 1
+                memberKeyBytes += r.org.utf8.count + 1 + r.user.utf8.count
+            case .role(let r):
+                roles += 1
+                roleKeyBytes += r.org.utf8.count + 1 + r.id.utf8.count
+            case .apiKey(let r):
+                apiKeys += 1
+                apiKeyKeyBytes += r.id.utf8.count
+                apiKeyPayloadBytes += r.org.utf8.count + r.user.utf8.count
+            case .invitation(let r):
+                invitations += 1
+                invitationKeyBytes += r.id.utf8.count
+                invitationPayloadBytes += r.org.utf8.count + r.email.utf8.count
+            case .delete:
+                break
+            }
+        }
     }
 
     public init(policy: CompiledPolicy, expected: Expected = Expected()) {
         directory = Directory(policy: policy)
-        let e = expected
-        if e.orgs > 0 { directory.orgs.reserve(e.orgs, keyBytes: e.orgKeyBytes) }
-        if e.users > 0 { directory.users.reserve(e.users, keyBytes: e.userKeyBytes) }
-        if e.members > 0 { directory.members.reserve(e.members, keyBytes: e.memberKeyBytes) }
-        if e.roles > 0 { directory.roles.reserve(e.roles, keyBytes: e.roleKeyBytes) }
-        if e.apiKeys > 0 { directory.keys.reserve(e.apiKeys, keyBytes: e.apiKeyKeyBytes) }
-        if e.invitations > 0 { directory.invitations.reserve(e.invitations, keyBytes: e.invitationKeyBytes) }
+        directory.reserve(expected)
     }
 
     /// Validates and applies one record; an invalid one is remembered (up to 100) and skipped.
@@ -444,9 +593,13 @@ public struct DirectoryBuilder: Sendable {
         }
     }
 
-    /// The directory, or every error found.
-    public func finish() throws(DataErrors) -> Directory {
+    /// The directory, or every error found. The maps were sized from totals (`Expected`),
+    /// which leaves room in every shard: each is sized to its entries now, in place, so the
+    /// old storage is freed as it goes (a caller that returns freed memory to the OS, as the
+    /// server does after a load, keeps only what the directory holds).
+    public mutating func finish() throws(DataErrors) -> Directory {
         if !errors.isEmpty { throw DataErrors(errors) }
+        directory.shrinkToFit()
         return directory
     }
 }

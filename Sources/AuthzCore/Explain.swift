@@ -132,16 +132,15 @@ extension Directory {
         let id = UnsafeRawBufferPointer(rebasing: subject[(colon + 1)...])
         let member: MemberEntry?
         if bytesEqual(kind, "api_key") {
-            guard let key = keys.find(id) else { return }
-            member = withBytes(key.user) { members.find(org, $0) }
+            member = keys.withEntry(id) { (k: borrowing KeyEntry, payload: UnsafeRawBufferPointer) in
+                members.find(org, UnsafeRawBufferPointer(rebasing: payload[Int(k.orgLength)...]))
+            } ?? nil
         } else {
             member = members.find(org, id)
         }
-        guard let member else { return }
-        for c in member.customRoles {
-            withBytes(c) { role in
-                if roles.find(org, role)?.mask.contains(index: Int(decision.permission)) == true { name(role) }
-            }
+        guard let member, member.assignments.hasCustomRoles else { return }
+        member.assignments.forEachCustomRole { role in
+            if roles.find(org, role)?.mask.contains(index: Int(decision.permission)) == true { name(role) }
         }
     }
 }

@@ -138,3 +138,19 @@ private func civilFromDays(_ z0: Int) -> (Int, Int, Int) {
     let m = mp < 10 ? mp + 3 : mp - 9
     return (m <= 2 ? y + 1 : y, m, d)
 }
+
+/// A `Timestamp?` in 12 bytes, for directory entries (an optional `Timestamp` takes 13, so
+/// 16 with the alignment of the fields after it): nanoseconds -1 means none.
+struct PackedTimestamp: Sendable {
+    private var seconds: Int64
+    private var nanoseconds: Int32
+
+    init(_ t: Timestamp?) {
+        seconds = t?.seconds ?? 0
+        nanoseconds = t?.nanoseconds ?? -1
+    }
+
+    var value: Timestamp? {
+        @inline(__always) get { nanoseconds < 0 ? nil : Timestamp(seconds: seconds, nanoseconds: nanoseconds) }
+    }
+}

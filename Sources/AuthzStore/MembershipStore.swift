@@ -97,12 +97,21 @@ public final class MembershipStore: Sendable {
                 let row = try Row.fetchOne(db, sql: sql)
                 return (row?[0] ?? 0, row?[1] ?? 0)
             }
+            // Bytes stored after the keys (emails; an api key's org and user; an invitation's
+            // org and email), in the same scan.
+            func count(_ sql: String) throws -> (Int, Int, Int) {
+                let row = try Row.fetchOne(db, sql: sql)
+                return (row?[0] ?? 0, row?[1] ?? 0, row?[2] ?? 0)
+            }
             (e.orgs, e.orgKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM orgs")
-            (e.users, e.userKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM users")
+            (e.users, e.userKeyBytes, e.userPayloadBytes) = try count(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(email AS BLOB))), 0) FROM users")
             (e.roles, e.roleKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(id AS BLOB))), 0) FROM roles")
             (e.members, e.memberKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(user AS BLOB))), 0) FROM members")
-            (e.apiKeys, e.apiKeyKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM api_keys")
-            (e.invitations, e.invitationKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM invitations")
+            (e.apiKeys, e.apiKeyKeyBytes, e.apiKeyPayloadBytes) = try count(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(user AS BLOB))), 0) FROM api_keys")
+            (e.invitations, e.invitationKeyBytes, e.invitationPayloadBytes) = try count(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(email AS BLOB))), 0) FROM invitations")
             return e
         }
     }

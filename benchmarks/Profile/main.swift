@@ -3,9 +3,12 @@
 //   swift build -c release --product CheckProfile
 //   .build/release/CheckProfile 100000 2000000          # memberships, checks: prints ns/check
 //   valgrind --tool=callgrind --toggle-collect='*runChecks*' .build/release/CheckProfile 1000 100000
+//   .build/release/CheckProfile 1000000 1 build [breakdown]   # build time, RSS growth (bytes held by map)
+//   .build/release/CheckProfile 1000000 1 stream [breakdown]  # the same, built as the server starts
+//   .build/release/CheckProfile 1000000 1 store               # store replace (validation meanwhile), load, start-up
 // `decode FILE [RUNS]` times `RecordCodec.decodeLines` of a JSON Lines file instead (median of
 // RUNS, default 3); callgrind can isolate it with --toggle-collect='*runDecode*'.
-import AuthzCore
+@_spi(Profiling) import AuthzCore
 import AuthzData
 import AuthzPolicy
 import AuthzStore
@@ -48,12 +51,66 @@ func rssMB() -> Int {
           let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return -1 }
     return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
 }
-let rssBefore = rssMB()
-let buildStart = ContinuousClock.now
-let directory = try Directory.build(corpus.located, policy: policy)
-let buildTime = ContinuousClock.now - buildStart
-print("memberships \(memberships): build \(String(format: "%.3f", seconds(buildTime))) s for \(corpus.located.count) records, RSS \(rssBefore) MB -> \(rssMB()) MB")
-if mode == "build" { exit(0) }
+/// glibc's `malloc_trim` (malloc.h, which Swift's Glibc module does not export), as the server
+/// calls it after a load: freed pages go back to the OS, so RSS shows what is still held.
+func trimMalloc() {
+    typealias Trim = @convention(c) (Int) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
+    _ = unsafeBitCast(symbol, to: Trim.self)(0)
+}
+
+/// `s` in storage of its own, as a decoder (the server's SQLite read) makes it: the corpus's
+/// records share their strings, a store's rows do not.
+func fresh(_ s: String) -> String { String(decoding: Array(s.utf8), as: UTF8.self) }
+func fresh(_ a: [String]) -> [String] { a.map(fresh) }
+func fresh(_ r: Record) -> Record {
+    switch r {
+    case .org(let o): .org(.init(id: fresh(o.id), personal: o.personal, suspended: o.suspended, suspendedUntil: o.suspendedUntil))
+    case .user(let u): .user(.init(id: fresh(u.id), email: u.email.map(fresh), emailVerified: u.emailVerified))
+    case .member(let m): .member(.init(org: fresh(m.org), user: fresh(m.user), role: fresh(m.role), assignments: fresh(m.assignments)))
+    case .role(let x): .role(.init(org: fresh(x.org), id: fresh(x.id), permissions: fresh(x.permissions)))
+    case .apiKey(let k): .apiKey(.init(id: fresh(k.id), org: fresh(k.org), user: fresh(k.user), permissions: fresh(k.permissions), expiresAt: k.expiresAt))
+    case .invitation(let i): .invitation(.init(id: fresh(i.id), org: fresh(i.org), email: fresh(i.email), role: fresh(i.role),
+                                               assignments: fresh(i.assignments), status: fresh(i.status), expiresAt: i.expiresAt))
+    case .delete(let k): .delete(k)
+    }
+}
+
+let directory: Directory
+if mode == "stream" {
+    // As the server starts: every record decoded into fresh strings, streamed into a
+    // presized `DirectoryBuilder` and dropped, then freed memory handed back to the OS.
+    var expected = DirectoryBuilder.Expected()
+    for r in corpus.records { expected.count(r) }
+    trimMalloc()
+    let rssBefore = rssMB()
+    let buildStart = ContinuousClock.now
+    var builder = DirectoryBuilder(policy: policy, expected: expected)
+    for (i, r) in corpus.records.enumerated() { builder.add(fresh(r), line: i + 1) }
+    directory = try builder.finish()
+    let buildTime = ContinuousClock.now - buildStart
+    let rssBuilt = rssMB()
+    trimMalloc()
+    print("memberships \(memberships): stream build \(String(format: "%.3f", seconds(buildTime))) s for \(corpus.records.count) fresh records, RSS \(rssBefore) MB -> \(rssBuilt) MB, \(rssMB()) MB after malloc_trim")
+} else {
+    let rssBefore = rssMB()
+    let buildStart = ContinuousClock.now
+    directory = try Directory.build(corpus.located, policy: policy)
+    let buildTime = ContinuousClock.now - buildStart
+    print("memberships \(memberships): build \(String(format: "%.3f", seconds(buildTime))) s for \(corpus.located.count) records, RSS \(rssBefore) MB -> \(rssMB()) MB")
+}
+if mode == "build" || mode == "stream" {
+    if args.count > 4 && args[4] == "breakdown" {
+        // Estimated bytes held, by map (see `Directory.memoryBreakdown`).
+        var total = 0
+        for use in directory.memoryBreakdown() {
+            print("  \(use)")
+            total += use.total
+        }
+        print("  total \(total / 1_048_576) MB")
+    }
+    exit(0)
+}
 if mode == "store" {
     // The store's replace (a full sync's commit) into a new store file under /tmp.
     let path = "/tmp/authz-profile-store-\(getpid()).sqlite"
