@@ -98,18 +98,30 @@ public enum RecordCodec {
     /// caller's scheduling priority, and the server decodes a sync on a thread below its
     /// request threads' priority, which Dispatch's workers would ignore.
     static func onThreads(_ count: Int, _ body: (Int) -> Void) {
+        // POSIX threads, joined before returning: the closure is borrowed (through a pointer)
+        // only while every thread that runs it is alive.
         withoutActuallyEscaping(body) { body in
-            let unchecked = UncheckedBody(body)
-            let done = DispatchGroup()
-            for i in 0..<(count - 1) {
-                done.enter()
-                Thread.detachNewThread {
-                    unchecked.body(i)
-                    done.leave()
+            withUnsafePointer(to: body) { shared in
+                var threads: [pthread_t] = []
+                for i in 0..<(count - 1) {
+                    let task = Unmanaged.passRetained(ThreadTask(body: shared, index: i)).toOpaque()
+                    var thread = pthread_t()
+                    let started = pthread_create(&thread, nil, { raw in
+                        let task = Unmanaged<ThreadTask>.fromOpaque(raw!).takeRetainedValue()
+                        task.body.pointee(task.index)
+                        return nil
+                    }, task)
+                    if started == 0 {
+                        threads.append(thread)
+                    } else {
+                        // No thread to be had: do its part here.
+                        Unmanaged<ThreadTask>.fromOpaque(task).release()
+                        body(i)
+                    }
                 }
+                body(count - 1)
+                for thread in threads { pthread_join(thread, nil) }
             }
-            body(count - 1)
-            done.wait()
         }
     }
 
@@ -191,10 +203,14 @@ public enum RecordCodec {
     }
 }
 
-/// A closure handed to other threads that run it before `onThreads` returns.
-private struct UncheckedBody: @unchecked Sendable {
-    let body: (Int) -> Void
-    init(_ body: @escaping (Int) -> Void) { self.body = body }
+/// One thread's share of `onThreads`: the closure (borrowed) and which part to run.
+private final class ThreadTask {
+    let body: UnsafePointer<(Int) -> Void>
+    let index: Int
+    init(body: UnsafePointer<(Int) -> Void>, index: Int) {
+        self.body = body
+        self.index = index
+    }
 }
 
 /// Per-chunk results of a parallel decode, and the records' shared output: each task writes

@@ -28,6 +28,8 @@ final class Engine: Sendable {
     let draining = Atomic<Bool>(false)
     /// The durable writer of membership data, once attached (`/v1/sync`; reloads rebind through it).
     let membership = Mutex<MembershipSync?>(nil)
+    /// Bytes reserved up front for request bodies (see `begin`).
+    let bodyBudget: BodyBudget
 
     init(configuration: ServerConfiguration, directory: Directory, ready: Bool, logger: Logger,
          policyLoader: @escaping @Sendable () -> Result<CompiledPolicy, PolicyLoadError>) {
@@ -35,6 +37,7 @@ final class Engine: Sendable {
         self.store = SnapshotStore(directory: directory, ready: ready)
         self.policyLoader = policyLoader
         self.logger = logger
+        self.bodyBudget = BodyBudget(limit: configuration.maxSyncBodySize)
         func bearer(_ token: String?) -> [UInt8]? {
             guard let token, !token.isEmpty else { return nil }
             return Array("Bearer \(token)".utf8)
@@ -78,10 +81,14 @@ final class Engine: Sendable {
         }
         let state = RequestState(route: route, start: start)
         // A replace is hundreds of megabytes: growing the buffer by doubling would copy it
-        // over and over on this pool thread. (The reservation is address space; pages are
-        // committed as the body arrives. The length is within the route's limit and the
-        // route's token was checked.)
-        if let length { state.body.reserveCapacity(length) }
+        // over and over on this pool thread. The declared length is reserved at once, but
+        // only within a budget of one largest sync body across all requests (syncs run one
+        // at a time anyway): clients announcing large bodies they never send cannot make the
+        // server claim more than that.
+        if let length, route == .sync, let reservation = bodyBudget.reserve(length) {
+            state.body.reserveCapacity(length)
+            state.reservation = reservation
+        }
         return .readBody(state)
     }
 
@@ -342,4 +349,35 @@ func constantTimeEqual(_ given: UnsafeRawBufferPointer, _ expected: [UInt8]) -> 
         diff |= UInt64(g ^ expected[i])
     }
     return diff == 0
+}
+
+/// A shared allowance of bytes reserved ahead for request bodies.
+final class BodyBudget: Sendable {
+    private let reserved = Atomic<Int>(0)
+    private let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// A reservation of `bytes`, returned when it is freed; nil if it would exceed the budget.
+    func reserve(_ bytes: Int) -> Reservation? {
+        let total = reserved.add(bytes, ordering: .relaxed).newValue
+        guard total <= limit else {
+            reserved.subtract(bytes, ordering: .relaxed)
+            return nil
+        }
+        return Reservation(budget: self, bytes: bytes)
+    }
+
+    final class Reservation: Sendable {
+        let budget: BodyBudget
+        let bytes: Int
+        init(budget: BodyBudget, bytes: Int) {
+            self.budget = budget
+            self.bytes = bytes
+        }
+        deinit { budget.reserved.subtract(bytes, ordering: .relaxed) }
+    }
+
+    /// Bytes currently reserved (for tests).
+    var current: Int { reserved.load(ordering: .relaxed) }
 }

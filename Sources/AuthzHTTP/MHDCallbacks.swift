@@ -15,6 +15,8 @@ final class RequestState: @unchecked Sendable {
     var answer: (status: Int, body: [UInt8])?
     /// Bytes beyond the limit that were read and dropped (the answer will be 413).
     var dropped = 0
+    /// The share of the body budget this request's buffer was reserved from, returned with it.
+    var reservation: BodyBudget.Reservation?
     init(route: Route, start: ContinuousClock.Instant) {
         self.route = route
         self.start = start

@@ -1,4 +1,5 @@
 import AuthzCore
+import AuthzStore
 internal import CAuthzMHD
 import Dispatch
 import Foundation
@@ -115,24 +116,27 @@ final class SnapshotStore: Sendable {
     }
 }
 
-/// A thread of its own, below the request threads' priority, that drops the last reference
-/// to replaced snapshots: freeing a million-member directory takes a core for a second, and
-/// at normal priority (a Dispatch queue's worker, whatever its QoS, on Linux) that second
-/// came out of the checks' latency.
+/// A thread of its own, below the request threads' priority (nice 10, as the sync thread),
+/// that drops the last reference to replaced snapshots: freeing a million-member directory
+/// takes a core for a second, and at normal priority (a Dispatch queue's worker, whatever its
+/// QoS, on Linux) that second came out of the checks' latency. After a large free it hands
+/// the freed pages back to the system (`MembershipSync.returnFreedMemory`).
 final class Reclaimer: Sendable {
     private let queue = Mutex<[Snapshot]>([])
     private let wake = DispatchSemaphore(value: 0)
 
     init() {
         Thread.detachNewThread { [self] in
-            authz_lower_thread_priority(19)
+            authz_lower_thread_priority(10)
             while true {
                 wake.wait()
-                let batch = queue.withLock { q in
+                var batch = queue.withLock { q in
                     defer { q = [] }
                     return q
                 }
-                withExtendedLifetime(batch) {}
+                let large = batch.contains { $0.directory.counts.members > 10_000 }
+                batch = []
+                if large { MembershipSync.returnFreedMemory() }
             }
         }
     }

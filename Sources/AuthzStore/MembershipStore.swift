@@ -209,14 +209,16 @@ public final class MembershipStore: Sendable {
                 }
                 // Bulk load: secondary indexes are dropped and built again after the inserts
                 // (a sort), instead of taking a million random inserts each. Same transaction.
-                try db.execute(sql: Self.dropIndexes)
+                // Not when the batch deletes: each cascade would scan whole tables.
+                let (order, sorted) = Self.writeOrder(batch)
+                if sorted { try db.execute(sql: Self.dropIndexes) }
                 var writer = RowWriter(db)
-                for (n, i) in Self.writeOrder(batch).enumerated() {
+                for (n, i) in order.enumerated() {
                     try writer.write(batch[Int(i)].record)
                     // An invalid batch is usually found early: stop writing for nothing.
                     if n & 0x3FFF == 0, validation.failed { break }
                 }
-                try db.execute(sql: Self.createIndexes)
+                if sorted { try db.execute(sql: Self.createIndexes) }
                 try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
                 // Throwing here rolls the transaction back.
                 _ = try validation.result.get()
@@ -234,7 +236,7 @@ public final class MembershipStore: Sendable {
     /// by position, so that of two records with the same key the later is written last and
     /// wins, as in the directory. A batch with deletes is written as it is: a delete cascades
     /// over what came before it.
-    private static func writeOrder(_ batch: [LocatedRecord]) -> [Int32] {
+    private static func writeOrder(_ batch: [LocatedRecord]) -> (order: [Int32], sorted: Bool) {
         var hasDeletes = false
         var keyed: [(prefix: UInt64, index: Int32)] = []
         keyed.reserveCapacity(batch.count)
@@ -243,9 +245,9 @@ public final class MembershipStore: Sendable {
             if prefix == .max { hasDeletes = true }
             keyed.append((prefix, Int32(i)))
         }
-        if hasDeletes { return batch.indices.map { Int32($0) } }
+        if hasDeletes { return (batch.indices.map { Int32($0) }, false) }
         keyed.sort { $0.prefix != $1.prefix ? $0.prefix < $1.prefix : $0.index < $1.index }
-        return keyed.map(\.index)
+        return (keyed.map(\.index), true)
     }
 }
 

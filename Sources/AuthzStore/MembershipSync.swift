@@ -74,7 +74,7 @@ public final class MembershipSync: @unchecked Sendable {
     /// After a large batch, the decoded records and the replaced directory are freed, but
     /// glibc keeps the pages in its arenas: hand them back so the resident size reflects
     /// what the service holds.
-    static func returnFreedMemory() {
+    public static func returnFreedMemory() {
         #if canImport(Glibc)
         // `malloc_trim` is glibc's (malloc.h, which Swift's Glibc module does not export).
         typealias Trim = @convention(c) (Int) -> Int32

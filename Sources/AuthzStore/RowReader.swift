@@ -12,22 +12,25 @@ struct RowReader {
     /// Steps `sql` to the end, calling `body` for each row.
     static func each(_ db: Database, _ sql: String, _ body: (RowReader) -> Void) throws {
         let statement = try db.makeStatement(sql: sql)
-        let s = statement.sqliteStatement
-        while true {
-            let code = sqlite3_step(s)
-            if code == SQLITE_DONE { return }
-            guard code == SQLITE_ROW else {
-                throw DatabaseError(resultCode: ResultCode(rawValue: code),
-                                    message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: sql)
+        try withExtendedLifetime(statement) {
+            let s = statement.sqliteStatement
+            while true {
+                let code = sqlite3_step(s)
+                if code == SQLITE_DONE { return }
+                guard code == SQLITE_ROW else {
+                    throw DatabaseError(resultCode: ResultCode(rawValue: code),
+                                        message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: sql)
+                }
+                body(RowReader(statement: s))
             }
-            body(RowReader(statement: s))
         }
     }
 
-    /// The column's bytes (valid until the next step).
+    /// The column's bytes (valid until the next step). Text first, then its length, the
+    /// order SQLite documents.
     private func bytes(_ column: Int32) -> UnsafeBufferPointer<UInt8> {
-        let count = Int(sqlite3_column_bytes(statement, column))
-        return UnsafeBufferPointer(start: sqlite3_column_text(statement, column), count: count)
+        let text = sqlite3_column_text(statement, column)
+        return UnsafeBufferPointer(start: text, count: Int(sqlite3_column_bytes(statement, column)))
     }
 
     func text(_ column: Int32) -> String {

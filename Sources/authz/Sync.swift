@@ -41,13 +41,16 @@ struct Sync: AsyncParsableCommand {
         var rawStarts: [(file: String, firstLine: Int)] = []
         var rawLines = 0
         var inputBytes = 0
+        var firstInput: FileIdentity?
         var invalid = false
         for file in files {
             let data: Data
             if file == "-" {
                 data = FileHandle.standardInput.readDataToEndOfFile()
-            } else if let d = FileManager.default.contents(atPath: file) {
+            } else if let before = FileIdentity(file), let d = FileManager.default.contents(atPath: file) {
                 data = d
+                // Read whole between two looks: the same size, time and inode after as before.
+                if firstInput == nil && FileIdentity(file) == before && before.size == d.count { firstInput = before }
             } else {
                 printError("\(file): cannot read")
                 throw ExitCode(1)
@@ -97,12 +100,15 @@ struct Sync: AsyncParsableCommand {
         for range in batches {
             let body: Payload
             let locate: (Int) -> String
+            var validatedInput: FileIdentity?
             if replace {
                 // Streamed from a file: URLSession uploads a file far more cheaply than a
                 // few hundred megabytes held in memory. One input file that ends its last
                 // line goes as it is; otherwise the joined inputs are written to a temporary one.
-                if files.count == 1, files[0] != "-", raw.last == UInt8(ascii: "\n"), raw.count == inputBytes {
+                if files.count == 1, files[0] != "-", raw.last == UInt8(ascii: "\n"), raw.count == inputBytes,
+                   let identity = firstInput, FileIdentity(files[0]) == identity {
                     body = .file(URL(fileURLWithPath: files[0]))
+                    validatedInput = identity
                 } else {
                     let file = FileManager.default.temporaryDirectory.appendingPathComponent("authz-sync-\(UUID().uuidString).jsonl")
                     do { try raw.write(to: file) } catch {
@@ -124,7 +130,7 @@ struct Sync: AsyncParsableCommand {
                     return origins.indices.contains(i) ? "\(origins[i].file):\(origins[i].line)" : "batch line \(line)"
                 }
             }
-            let outcome = try await pushWithRetry(client, body, expected: expected, range: range, locate: locate)
+            let outcome = try await pushWithRetry(client, body, expected: expected, range: range, validated: validatedInput, locate: locate)
             totals.upserted += outcome.upserted
             totals.deleted += outcome.deleted
             totals.revision = outcome.revision
@@ -144,11 +150,19 @@ struct Sync: AsyncParsableCommand {
         case file(URL)
     }
 
+    /// `validated`: for an input file sent as it is, the file as it was when validated
+    /// (checked again before each attempt).
     private func pushWithRetry(_ client: AuthzClient, _ body: Payload, expected: Int64?, range: Range<Int>,
+                               validated: FileIdentity? = nil,
                                locate: (Int) -> String) async throws -> AuthzClient.SyncOutcome {
         var delay: Double = 0.25
         var attempt = 1
         while true {
+            // An input uploaded as it is must still be the file that was validated.
+            if case .file(let url) = body, let validated, FileIdentity(url.path) != validated {
+                printError("error: `\(url.path)` changed after it was validated; nothing was sent")
+                throw ExitCode(1)
+            }
             do {
                 switch body {
                 case .data(let data): return try await client.sync(data, mode: replace ? .replace : .apply, ifRevision: expected)
@@ -256,5 +270,24 @@ final class Progress {
 
     func finish() {
         if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+/// What identifies a file's content cheaply: inode, size and modification time.
+struct FileIdentity: Equatable, Sendable {
+    var inode: UInt64
+    var size: Int
+    var modified: timespec
+
+    init?(_ path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        inode = UInt64(st.st_ino)
+        size = Int(st.st_size)
+        modified = st.st_mtim
+    }
+
+    static func == (a: FileIdentity, b: FileIdentity) -> Bool {
+        a.inode == b.inode && a.size == b.size && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
     }
 }

@@ -347,3 +347,35 @@ import Testing
         }
     }
 }
+
+/// Large inputs are decoded on several threads (`RecordCodec.onThreads`): every part runs
+/// exactly once, the closure never outlives the call (it did once, and the runtime trapped:
+/// a thread kept the closure alive past `withoutActuallyEscaping`), and records come back in
+/// line order.
+@Suite struct ParallelDecodeTests {
+    @Test func everyPartRunsOnceAndTheCallWaitsForAll() {
+        for round in 0..<300 {
+            let count = 2 + round % 4
+            let hits = UnsafeMutablePointer<Int>.allocate(capacity: count)
+            hits.initialize(repeating: 0, count: count)
+            defer { hits.deallocate() }
+            let label = "round \(round)"   // captured: the closure is a real context, not a bare function
+            RecordCodec.onThreads(count) { i in
+                if !label.isEmpty { hits[i] += 1 }
+            }
+            #expect((0..<count).map { hits[$0] } == Array(repeating: 1, count: count))
+        }
+    }
+
+    @Test func largeInputsDecodeInLineOrderOnEveryRun() {
+        let lines = (0..<45_000).map { #"{"kind":"org","id":"o\#($0)"}"# }
+        let data = Data((lines.joined(separator: "\n") + "\n").utf8)
+        for _ in 0..<20 {
+            let decoded = RecordCodec.decodeLines(data)
+            #expect(decoded.errors.isEmpty)
+            #expect(decoded.records.count == 45_000)
+            #expect(decoded.records.first?.line == 1 && decoded.records.last?.line == 45_000)
+            if case .org(let o) = decoded.records[30_000].record { #expect(o.id == "o30000") } else { Issue.record("not an org") }
+        }
+    }
+}

@@ -201,3 +201,23 @@ struct AdminAndRobustnessTests {
         }
     }
 }
+
+/// A sync body's buffer is reserved from its declared length, within one largest body across
+/// all requests: announcing lengths without sending them claims nothing beyond that.
+@Suite struct BodyBudgetTests {
+    @Test func reservationsStayWithinOneLargestBodyAndAreReturned() {
+        let budget = BodyBudget(limit: 1000)
+        var first: BodyBudget.Reservation? = budget.reserve(600)
+        #expect(first != nil)
+        #expect(budget.reserve(500) == nil)
+        #expect(budget.current == 600)
+        let second = budget.reserve(400)
+        #expect(second != nil)
+        #expect(budget.reserve(1) == nil)
+        first = nil
+        #expect(budget.current == 400)
+        #expect(budget.reserve(600) != nil)   // freed at once: the temporary is gone
+        #expect(budget.current == 400)
+        withExtendedLifetime(second) {}
+    }
+}
