@@ -143,33 +143,6 @@ public final class MembershipStore: Sendable {
         }
     }
 
-    /// `load(_:)` with the reading on a second thread: `body` gets the records on the calling
-    /// thread, in the same order, in chunks, while the next ones are read (a start-up spends
-    /// about as long reading the store as building the directory).
-    public func loadConcurrently(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
-        let pipe = RecordPipe()
-        Thread.detachNewThread { [self] in
-            var chunk: [AuthzCore.Record] = []
-            chunk.reserveCapacity(RecordPipe.chunkSize)
-            let result = Result {
-                try load { record in
-                    chunk.append(record)
-                    if chunk.count == RecordPipe.chunkSize {
-                        pipe.put(chunk)
-                        chunk = []
-                        chunk.reserveCapacity(RecordPipe.chunkSize)
-                    }
-                }
-            }
-            if !chunk.isEmpty { pipe.put(chunk) }
-            pipe.finish(result)
-        }
-        while let chunk = pipe.take() {
-            for record in chunk { body(record) }
-        }
-        return try pipe.result.get()
-    }
-
     /// What went wrong committing: the store refused or the revision moved under us.
     public enum StoreError: Error, CustomStringConvertible {
         case revisionMoved(expected: Int64, found: Int64)
@@ -248,46 +221,6 @@ public final class MembershipStore: Sendable {
         if hasDeletes { return (batch.indices.map { Int32($0) }, false) }
         keyed.sort { $0.prefix != $1.prefix ? $0.prefix < $1.prefix : $0.index < $1.index }
         return (keyed.map(\.index), true)
-    }
-}
-
-/// Chunks of records from a reading thread to a consuming one, at most a few in flight.
-private final class RecordPipe: @unchecked Sendable {
-    static let chunkSize = 8192
-    private let condition = NSCondition()
-    private var chunks: [[AuthzCore.Record]] = []
-    private var done: Result<Int64, any Error>?
-
-    func put(_ chunk: [AuthzCore.Record]) {
-        condition.lock()
-        while chunks.count >= 4 { condition.wait() }
-        chunks.append(chunk)
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func finish(_ result: Result<Int64, any Error>) {
-        condition.lock()
-        done = result
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// The next chunk, or nil once the reader has finished and every chunk was taken.
-    func take() -> [AuthzCore.Record]? {
-        condition.lock()
-        defer { condition.unlock() }
-        while chunks.isEmpty && done == nil { condition.wait() }
-        if chunks.isEmpty { return nil }
-        condition.broadcast()
-        return chunks.removeFirst()
-    }
-
-    /// The reader's outcome (after `take()` returned nil).
-    var result: Result<Int64, any Error> {
-        condition.lock()
-        defer { condition.unlock() }
-        return done!
     }
 }
 

@@ -131,21 +131,11 @@ if mode == "store" {
     var n = 0
     _ = try store.load { _ in n += 1 }
     print("store load \(n) records: \(String(format: "%.2f", seconds(ContinuousClock.now - t0))) s")
-    let t3 = ContinuousClock.now
-    n = 0
-    _ = try store.loadConcurrently { _ in n += 1 }
-    print("store load on a second thread \(n) records: \(String(format: "%.2f", seconds(ContinuousClock.now - t3))) s")
     // A start-up: the store read and the directory built from it, as `authz serve` does.
     for round in 1...2 {
         let t1 = ContinuousClock.now
         let sync = try MembershipSync(store: store, policy: policy, publish: { _, _ in })
         print("start-up \(round): \(String(format: "%.2f", seconds(ContinuousClock.now - t1))) s, \(sync.current.directory.counts.members) members")
-        // The same, reading and building on one thread, for comparison.
-        let t2 = ContinuousClock.now
-        var builder = DirectoryBuilder(policy: policy, expected: try store.expectedSizes())
-        _ = try store.load { builder.add($0) }
-        let serial = try builder.finish()
-        print("start-up \(round), one thread: \(String(format: "%.2f", seconds(ContinuousClock.now - t2))) s, \(serial.counts.members) members")
     }
     exit(0)
 }
