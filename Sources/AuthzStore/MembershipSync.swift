@@ -115,10 +115,16 @@ public final class MembershipSync: @unchecked Sendable {
             case .replace:
                 // The new directory is built while the store writes the rows: a replace of a
                 // million memberships spends seconds in each.
-                let empty = Directory(policy: directory.policy)
+                // `build` sizes every map for the batch first (applying to an empty directory
+                // would grow and rehash the maps as it goes).
+                let policy = directory.policy
                 (next, stats, validation) = try store.replace(with: records, revision: newRevision, previous: revision) {
                     let start = ContinuousClock.now
-                    let (next, stats) = try empty.applying(records)
+                    let next = try Directory.build(records, policy: policy)
+                    var stats = Directory.ApplyStats()
+                    for r in records {
+                        if case .delete = r.record { stats.deleted += 1 } else { stats.upserted += 1 }
+                    }
                     return (next, stats, ContinuousClock.now - start)
                 }
             }
