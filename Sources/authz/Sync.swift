@@ -42,6 +42,7 @@ struct Sync: AsyncParsableCommand {
         var rawLines = 0
         var inputBytes = 0
         var firstInput: FileIdentity?
+        var recordCount = 0
         var invalid = false
         for file in files {
             let data: Data
@@ -60,11 +61,15 @@ struct Sync: AsyncParsableCommand {
                 printError("\(file == "-" ? "<stdin>" : file):\(e.line): \(e.detail)")
                 invalid = true
             }
-            // Numbered across all inputs (line = position + 1), so an error found after the
-            // files are joined names its record; `origins` maps it back to file and line.
-            origins += decoded.records.map { (file == "-" ? "<stdin>" : file, $0.line) }
-            let base = records.count
-            records += decoded.records.enumerated().map { LocatedRecord(line: base + $0.offset + 1, record: $0.element.record) }
+            recordCount += decoded.records.count
+            // A replace sent to a server goes as the raw input: its records are only counted.
+            if !replace || store != nil {
+                // Numbered across all inputs (line = position + 1), so an error found after the
+                // files are joined names its record; `origins` maps it back to file and line.
+                origins += decoded.records.map { (file == "-" ? "<stdin>" : file, $0.line) }
+                let base = records.count
+                records += decoded.records.enumerated().map { LocatedRecord(line: base + $0.offset + 1, record: $0.element.record) }
+            }
             inputBytes += data.count
             if replace {
                 rawStarts.append((file == "-" ? "<stdin>" : file, rawLines + 1))
@@ -89,11 +94,11 @@ struct Sync: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let client = AuthzClient(server: url, token: try readToken(), timeout: 600)
-        let progress = Progress(total: records.count)
+        let progress = Progress(total: recordCount)
         var totals = (upserted: 0, deleted: 0, revision: Int64(0), batches: 0)
         let batches: [Range<Int>] = replace
-            ? [0..<records.count]
-            : stride(from: 0, to: records.count, by: batchSize).map { $0..<min($0 + batchSize, records.count) }
+            ? [0..<recordCount]
+            : stride(from: 0, to: recordCount, by: batchSize).map { $0..<min($0 + batchSize, recordCount) }
         var expected = ifRevision
         var temporaryFiles: [URL] = []
         defer { for f in temporaryFiles { try? FileManager.default.removeItem(at: f) } }
@@ -140,9 +145,9 @@ struct Sync: AsyncParsableCommand {
         }
         progress.finish()
         let secs = Date().timeIntervalSince(start)
-        print("synced \(records.count) record\(records.count == 1 ? "" : "s") in \(totals.batches) batch\(totals.batches == 1 ? "" : "es")\(replace ? " (replace)" : "") to \(server): "
+        print("synced \(recordCount) record\(recordCount == 1 ? "" : "s") in \(totals.batches) batch\(totals.batches == 1 ? "" : "es")\(replace ? " (replace)" : "") to \(server): "
             + "revision \(totals.revision), upserted \(totals.upserted), deleted \(totals.deleted), "
-            + String(format: "%.2f s, %.0f records/s", secs, Double(records.count) / max(secs, 1e-9)))
+            + String(format: "%.2f s, %.0f records/s", secs, Double(recordCount) / max(secs, 1e-9)))
     }
 
     private enum Payload {
