@@ -88,37 +88,6 @@ struct ByteMap<Value: Sendable>: Sendable {
         }
     }
 
-    /// Per-shard counts of the keys a build will insert (`add` each), for `reserve(exactly:)`.
-    struct Sizing {
-        fileprivate var counts: [Int]
-        fileprivate var bytes: [Int]
-        fileprivate let shardShift: UInt64
-        fileprivate let payloads: Bool
-
-        /// Counts a key of `keyLength` bytes whose hash (as the map hashes it) is `hash`,
-        /// with a payload of `payloadLength` bytes.
-        mutating func add(hash: UInt64, keyLength: Int, payloadLength: Int = 0) {
-            let s = Int(truncatingIfNeeded: hash >> shardShift)
-            counts[s] += 1
-            bytes[s] += keyLength + (payloads ? 4 + payloadLength : 0)
-        }
-    }
-
-    func sizing() -> Sizing {
-        Sizing(counts: Array(repeating: 0, count: shards.count), bytes: Array(repeating: 0, count: shards.count),
-               shardShift: shardShift, payloads: payloads)
-    }
-
-    /// Sizes every empty shard for exactly the keys `sizing` counted: a build from a known
-    /// set of records leaves no room unused (`reserve(_:arenaBytes:)` must leave some for
-    /// the unlucky shards).
-    mutating func reserve(exactly sizing: Sizing) {
-        for s in 0..<shards.count where shards[s].count == 0 && sizing.counts[s] > 0 {
-            shards[s] = ByteMapShard(entryCapacity: sizing.counts[s], arenaCapacity: sizing.bytes[s], payloads: payloads)
-            heads[s] = shards[s].head
-        }
-    }
-
     // MARK: Lookup by bytes (the check path)
     //
     // A copied value costs a retain and a release per array or string it holds: the check
@@ -204,8 +173,8 @@ struct ByteMap<Value: Sendable>: Sendable {
     }
 
     /// The shard `s`, copied first if another snapshot shares it, with room for `blobLength`
-    /// more arena bytes and, if `entry`, one more entry (an update needs neither: a shard
-    /// sized exactly must not grow for it).
+    /// more arena bytes and, if `entry`, one more entry (an update needs neither: a fitted
+    /// shard, full, must not grow for it).
     @inline(__always)
     private mutating func uniqueShard(_ s: Int, adding blobLength: Int, entry: Bool) -> ByteMapShard<Value> {
         if !isKnownUniquelyReferenced(&shards[s]) {
@@ -478,11 +447,13 @@ final class ByteMapShard<Value>: @unchecked Sendable {
     static var indexMask: UInt32 { 0x000F_FFFF }
     static var maxEntries: Int { Int(indexMask) - 1 }
 
-    /// Room for `entryCapacity` entries, with at least twice as many slots (a power of two).
+    /// Room for `entryCapacity` entries, with at least 1.75 times as many slots (a power of
+    /// two): a full shard is at most 57% loaded, and a shard reserved for 269 entries (a
+    /// million members in 4,096 shards) has 512 slots, not 1,024 (8 MB less at 1M members).
     init(entryCapacity: Int, arenaCapacity: Int, payloads: Bool) {
         precondition(entryCapacity <= Self.maxEntries, "a shard holds at most \(Self.maxEntries) entries")
         var slotCount = 1
-        while slotCount < entryCapacity * 2 { slotCount *= 2 }
+        while slotCount * 4 < entryCapacity * 7 { slotCount *= 2 }
         slots = .allocate(capacity: slotCount)
         slots.initialize(repeating: 0, count: slotCount)
         slotMask = slotCount - 1
@@ -567,7 +538,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
             write(p, p + keyLength)
             arenaUsed += keyLength
         }
-        return UInt32(truncatingIfNeeded: p - UnsafeMutableRawPointer(arena))
+        return UInt32(p - UnsafeMutableRawPointer(arena))
     }
 
     /// Appends an entry (the caller checked `hasRoom`); `write` fills the key's bytes and

@@ -304,6 +304,37 @@ import Testing
         #expect(wrong.isEmpty, "\(wrong.prefix(10))")
     }
 
+    /// A replace (a large batch applied to an empty directory) reserves from totals and fits
+    /// its shards after: it must hold what a build of the same records holds.
+    @Test func aLargeReplaceHoldsWhatABuildHolds() throws {
+        var records = Array(Self.base.prefix(6))   // the orgs and roles
+        let lists: [[String]] = [[], ["dev"], ["dev", "ci"], ["ci"], ["billing", "ci", "bill"]]
+        for u in 0..<5_000 {
+            records.append(.user(.init(id: "user-\(u)", email: u % 3 == 0 ? nil : "User\(u)@X.io", emailVerified: u % 2 == 0)))
+            records.append(.member(.init(org: "acme", user: "user-\(u)", role: u % 50 == 0 ? "owner" : "member",
+                                         assignments: lists[u % lists.count])))
+            if u % 4 == 0 {
+                records.append(.apiKey(.init(id: "key-\(u)", org: "acme", user: "user-\(u)", permissions: ["read:billing"])))
+            }
+        }
+        #expect(records.count > 10_000)
+        let replaced = try Directory(policy: Self.policy).applying(Self.lines(records)).directory
+        let built = try Directory.build(Self.lines(records), policy: Self.policy)
+        #expect(Set(replaced.records()) == Set(records))
+        #expect(Set(built.records()) == Set(records))
+        #expect(Self.listUseErrors(replaced).isEmpty)
+        for u in stride(from: 0, to: 5_000, by: 37) {
+            for (action, resource) in [("read", "billing:b"), ("delete", "sandbox:s"), ("leave", "member:x")] {
+                let subject = "user:user-\(u)"
+                #expect(try replaced.reason(subject, action, resource) == built.reason(subject, action, resource))
+            }
+        }
+        // It takes more batches like any other.
+        let next = try replaced.applying(Self.lines([.delete(.user("user-1")), .member(.init(org: "beta", user: "user-2", role: "member"))])).directory
+        #expect(next.counts.members == replaced.counts.members)
+        #expect(Set(replaced.records()) == Set(records))
+    }
+
     /// The streaming builder fits its shards when it finishes: records replaced along the
     /// way (payloads rewritten, lists released) must all come out as last sent.
     @Test func aBuilderWithReplacedRecordsFinishesWithTheLastOnes() throws {
