@@ -115,16 +115,12 @@ public final class MembershipSync: @unchecked Sendable {
             case .replace:
                 // The new directory is built while the store writes the rows: a replace of a
                 // million memberships spends seconds in each.
-                // `build` sizes every map for the batch first (applying to an empty directory
-                // would grow and rehash the maps as it goes).
-                let policy = directory.policy
+                // Applying a large batch to an empty directory sizes the maps for it first and
+                // fits the shards after (see `Directory.applying`).
+                let empty = Directory(policy: directory.policy)
                 (next, stats, validation) = try store.replace(with: records, revision: newRevision, previous: revision) {
                     let start = ContinuousClock.now
-                    let next = try Directory.build(records, policy: policy)
-                    var stats = Directory.ApplyStats()
-                    for r in records {
-                        if case .delete = r.record { stats.deleted += 1 } else { stats.upserted += 1 }
-                    }
+                    let (next, stats) = try empty.applying(records)
                     return (next, stats, ContinuousClock.now - start)
                 }
             }
