@@ -4,7 +4,7 @@
 #   1. in-process suites (package-benchmark, benchmarks/Benchmarks): check, batch, build, apply...
 #   2. HTTP: authz serve against the bare libmicrohttpd ceiling, with wrk (benchmarks/http/run.sh)
 #   3. sync and scale at 1M memberships (benchmarks/sync/run.sh)
-# Takes about 25 minutes on 2 cores. SKIP="inprocess http sync" skips parts.
+# Takes about 10 minutes on 2 cores (7.5 in the last run). SKIP="inprocess http sync" skips parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
