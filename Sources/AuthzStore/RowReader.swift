@@ -17,10 +17,7 @@ struct RowReader {
             while true {
                 let code = sqlite3_step(s)
                 if code == SQLITE_DONE { return }
-                guard code == SQLITE_ROW else {
-                    throw DatabaseError(resultCode: ResultCode(rawValue: code),
-                                        message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: sql)
-                }
+                guard code == SQLITE_ROW else { throw sqliteError(db, code, sql: sql) }
                 body(RowReader(statement: s))
             }
         }

@@ -115,10 +115,7 @@ struct RowWriter: ~Copyable {
     private func step(_ s: OpaquePointer, _ sql: SQL) throws {
         let code = sqlite3_step(s)
         sqlite3_reset(s)
-        guard code == SQLITE_DONE else {
-            throw DatabaseError(resultCode: ResultCode(rawValue: code),
-                                message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: sql.text)
-        }
+        guard code == SQLITE_DONE else { throw sqliteError(db, code, sql: sql.text) }
     }
 
     /// SQLite copies the bytes (`SQLITE_TRANSIENT`): a small String's bytes live only inside
@@ -153,6 +150,11 @@ struct RowWriter: ~Copyable {
             sqlite3_bind_text(s, index, "", 0, transient)
         }
     }
+}
+
+/// The error of a failed step, with SQLite's message, as GRDB reports its own.
+func sqliteError(_ db: Database, _ code: Int32, sql: String) -> DatabaseError {
+    DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: sql)
 }
 
 /// `SQLITE_TRANSIENT`, a C macro Swift does not import: SQLite copies the value before the
