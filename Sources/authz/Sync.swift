@@ -40,7 +40,6 @@ struct Sync: AsyncParsableCommand {
         var raw = Data()
         var rawStarts: [(file: String, firstLine: Int)] = []
         var rawLines = 0
-        var inputBytes = 0
         var firstInput: FileIdentity?
         var recordCount = 0
         var invalid = false
@@ -70,7 +69,6 @@ struct Sync: AsyncParsableCommand {
                 let base = records.count
                 records += decoded.records.enumerated().map { LocatedRecord(line: base + $0.offset + 1, record: $0.element.record) }
             }
-            inputBytes += data.count
             if replace {
                 rawStarts.append((file == "-" ? "<stdin>" : file, rawLines + 1))
                 raw.append(data)
@@ -110,8 +108,10 @@ struct Sync: AsyncParsableCommand {
                 // Streamed from a file: URLSession uploads a file far more cheaply than a
                 // few hundred megabytes held in memory. One input file that ends its last
                 // line goes as it is; otherwise the joined inputs are written to a temporary one.
-                if files.count == 1, files[0] != "-", raw.last == UInt8(ascii: "\n"), raw.count == inputBytes,
-                   let identity = firstInput, FileIdentity(files[0]) == identity {
+                // (`firstInput` is only set for a file read whole; the same byte count means
+                // no line break was added to it.)
+                if files.count == 1, let identity = firstInput, raw.last == UInt8(ascii: "\n"), raw.count == identity.size,
+                   FileIdentity(files[0]) == identity {
                     body = .file(URL(fileURLWithPath: files[0]))
                     validatedInput = identity
                 } else {
