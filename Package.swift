@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // The decision: vocabulary, compiled policy, directory snapshot, check. Standard library only.
@@ -31,8 +32,11 @@ let package = Package(
             name: "AuthzStore",
             dependencies: ["AuthzCore", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")]
         ),
-        // A client of `authz serve` for Swift services and for `authz sync`. Foundation only.
-        .target(name: "AuthzClient"),
+        // A client of `authz serve` for Swift services and for `authz sync` (AsyncHTTPClient).
+        .target(
+            name: "AuthzClient",
+            dependencies: [.product(name: "AsyncHTTPClient", package: "async-http-client")]
+        ),
         // Seeded, realistic membership data and query mixes, for benchmarks and `authz generate`.
         .target(name: "AuthzWorkload", dependencies: ["AuthzCore"]),
         // Policy file (YAML) -> validated definition -> CompiledPolicy; policy test suites.
@@ -79,7 +83,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzHTTPTests",
-            dependencies: ["AuthzCore", "AuthzHTTP", "AuthzStore", .product(name: "Yams", package: "Yams")]
+            dependencies: ["AuthzClient", "AuthzCore", "AuthzHTTP", "AuthzStore", .product(name: "Yams", package: "Yams")]
         ),
     ]
 )

@@ -1,25 +1,32 @@
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 
 /// A client for an `authz serve` endpoint: checks, batch checks and membership sync.
 ///
 ///     let authz = AuthzClient(server: URL(string: "http://127.0.0.1:8180")!, token: checkToken)
 ///     let answer = try await authz.check(subject: "user:u1", action: "delete", resource: "sandbox:sb1", org: "acme")
 ///     if answer.allowed { ... } else { log(answer.reason, answer.message) }
+///
+/// Requests go through one AsyncHTTPClient client per process (pooled keep-alive connections
+/// on SwiftNIO's event loops). FoundationNetworking's URLSession was replaced: on Linux it
+/// busy-waits for an answer (~1.7 cores during a long replace, starving the server beside it).
 public struct AuthzClient: Sendable {
     public let server: URL
     public let token: String?
-    private let session: URLSession
+    /// How long a request may take, from sending to the last byte of the answer.
+    public let timeout: TimeInterval
+    private let http: HTTPClient
+
+    /// The largest answer read (a batch of 10,000 explained decisions is a few megabytes).
+    static let maxAnswerBytes = 64 << 20
 
     public init(server: URL, token: String? = nil, timeout: TimeInterval = 30) {
         self.server = server
         self.token = token
-        let config = URLSessionConfiguration.ephemeral
-        config.timeoutIntervalForRequest = timeout
-        config.timeoutIntervalForResource = max(timeout, 600)
-        self.session = URLSession(configuration: config)
+        self.timeout = timeout
+        self.http = transport
     }
 
     /// One decision.
@@ -60,12 +67,15 @@ public struct AuthzClient: Sendable {
         case refused(status: Int, code: String, message: String, body: Data)
         /// The server answered something this client does not understand.
         case badResponse(String)
+        /// A file to send could not be read (nothing was sent).
+        case unreadable(String)
 
         public var description: String {
             switch self {
             case .unreachable(let m): "server unreachable: \(m)"
             case .refused(let status, let code, let message, _): "server refused (\(status) \(code)): \(message)"
             case .badResponse(let m): "unexpected response: \(m)"
+            case .unreadable(let m): "cannot read \(m)"
             }
         }
     }
@@ -74,7 +84,7 @@ public struct AuthzClient: Sendable {
         var items = [URLQueryItem(name: "subject", value: subject), URLQueryItem(name: "action", value: action),
                      URLQueryItem(name: "resource", value: resource), URLQueryItem(name: "org", value: org)]
         if let minRevision { items.append(URLQueryItem(name: "min_revision", value: String(minRevision))) }
-        return try await send("GET", "/v1/check", query: items, body: nil, contentType: nil)
+        return try await send(.GET, "/v1/check", query: items, body: nil, contentType: nil)
     }
 
     public struct CheckItem: Sendable, Codable, Equatable {
@@ -96,7 +106,7 @@ public struct AuthzClient: Sendable {
     public func checkBatch(_ checks: [CheckItem]) async throws(Failure) -> BatchAnswer {
         let body: Data
         do { body = try JSONEncoder().encode(BatchBody(checks: checks)) } catch { throw .badResponse("cannot encode the batch: \(error)") }
-        return try await send("POST", "/v1/check/batch", query: [], body: body, contentType: "application/json")
+        return try await send(.POST, "/v1/check/batch", query: [], body: body, contentType: "application/json")
     }
 
     public enum SyncMode: String, Sendable { case apply, replace }
@@ -105,45 +115,42 @@ public struct AuthzClient: Sendable {
     public func sync(_ jsonLines: Data, mode: SyncMode = .apply, ifRevision: Int64? = nil) async throws(Failure) -> SyncOutcome {
         var items = [URLQueryItem(name: "mode", value: mode.rawValue)]
         if let ifRevision { items.append(URLQueryItem(name: "if_revision", value: String(ifRevision))) }
-        return try await send("POST", "/v1/sync", query: items, body: jsonLines, contentType: "application/x-ndjson")
+        return try await send(.POST, "/v1/sync", query: items, body: jsonLines, contentType: "application/x-ndjson")
     }
 
-    /// Pushes a JSON Lines file as it is, streamed from disk (a replace of a million records
-    /// is a few hundred megabytes).
+    /// Pushes a JSON Lines file as it is (mapped, not read into memory).
     public func sync(file: URL, mode: SyncMode = .apply, ifRevision: Int64? = nil) async throws(Failure) -> SyncOutcome {
-        var items = [URLQueryItem(name: "mode", value: mode.rawValue)]
-        if let ifRevision { items.append(URLQueryItem(name: "if_revision", value: String(ifRevision))) }
-        return try await send("POST", "/v1/sync", query: items, body: nil, file: file, contentType: "application/x-ndjson")
+        let data: Data
+        do { data = try Data(contentsOf: file, options: .alwaysMapped) } catch {
+            throw .unreadable("\(file.path): \(error.localizedDescription)")
+        }
+        return try await sync(data, mode: mode, ifRevision: ifRevision)
     }
 
-    private func send<T: Decodable>(_ method: String, _ path: String, query: [URLQueryItem], body: Data?, file: URL? = nil,
+    private func send<T: Decodable>(_ method: HTTPMethod, _ path: String, query: [URLQueryItem], body: Data?,
                                     contentType: String?) async throws(Failure) -> T {
         guard var components = URLComponents(url: server.appendingPathComponent(path), resolvingAgainstBaseURL: false) else {
             throw .badResponse("invalid server URL \(server)")
         }
         if !query.isEmpty { components.queryItems = query }
         guard let url = components.url else { throw .badResponse("invalid request URL") }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let contentType { request.setValue(contentType, forHTTPHeaderField: "Content-Type") }
+        var request = HTTPClientRequest(url: url.absoluteString)
+        request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
+        if let body { request.body = .bytes(body) }
+        let status: Int
         let data: Data
-        let response: URLResponse
         do {
-            if let file {
-                (data, response) = try await session.upload(for: request, fromFile: file)
-            } else if let body {
-                (data, response) = try await session.upload(for: request, from: body)
-            } else {
-                (data, response) = try await session.data(for: request)
-            }
+            let response = try await http.execute(request, timeout: .nanoseconds(Int64(timeout * 1e9)))
+            status = Int(response.status.code)
+            data = Data(try await response.body.collect(upTo: Self.maxAnswerBytes).readableBytesView)
         } catch {
-            throw .unreachable("\(server): \(error.localizedDescription)")
+            throw .unreachable("\(server): \(error)")
         }
-        guard let http = response as? HTTPURLResponse else { throw .badResponse("not HTTP") }
-        guard (200..<300).contains(http.statusCode) else {
+        guard (200..<300).contains(status) else {
             let e = try? JSONDecoder().decode(ErrorWrapper.self, from: data)
-            throw .refused(status: http.statusCode, code: e?.error.code ?? "http_\(http.statusCode)",
+            throw .refused(status: status, code: e?.error.code ?? "http_\(status)",
                            message: e?.error.message ?? String(decoding: data.prefix(300), as: UTF8.self), body: data)
         }
         do {
@@ -153,3 +160,16 @@ public struct AuthzClient: Sendable {
         }
     }
 }
+
+/// The process's HTTP client, never shut down (like `HTTPClient.shared`), configured for a
+/// service next door: a refused connection fails at once (the caller decides about retries;
+/// `authz sync` retries with backoff) instead of being retried until the request's deadline,
+/// and redirects are not followed.
+private let transport: HTTPClient = {
+    var configuration = HTTPClient.Configuration(
+        redirectConfiguration: .disallow,
+        timeout: .init(connect: .seconds(10))
+    )
+    configuration.connectionPool.retryConnectionEstablishment = false
+    return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+}()

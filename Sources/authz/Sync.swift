@@ -40,17 +40,14 @@ struct Sync: AsyncParsableCommand {
         var raw = Data()
         var rawStarts: [(file: String, firstLine: Int)] = []
         var rawLines = 0
-        var firstInput: FileIdentity?
         var recordCount = 0
         var invalid = false
         for file in files {
             let data: Data
             if file == "-" {
                 data = FileHandle.standardInput.readDataToEndOfFile()
-            } else if let before = FileIdentity(file), let d = FileManager.default.contents(atPath: file) {
+            } else if let d = FileManager.default.contents(atPath: file) {
                 data = d
-                // Read whole between two looks: the same size, time and inode after as before.
-                if firstInput == nil && FileIdentity(file) == before && before.size == d.count { firstInput = before }
             } else {
                 printError("\(file): cannot read")
                 throw ExitCode(1)
@@ -71,7 +68,8 @@ struct Sync: AsyncParsableCommand {
             }
             if replace {
                 rawStarts.append((file == "-" ? "<stdin>" : file, rawLines + 1))
-                raw.append(data)
+                // The bytes validated are the bytes sent (a single input is not copied).
+                if raw.isEmpty { raw = data } else { raw.append(data) }
                 if data.last != UInt8(ascii: "\n") { raw.append(UInt8(ascii: "\n")) }
                 let breaks = data.withUnsafeBytes { bytes in bytes.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) } }
                 rawLines += breaks + (data.last == UInt8(ascii: "\n") || data.isEmpty ? 0 : 1)
@@ -98,44 +96,24 @@ struct Sync: AsyncParsableCommand {
             ? [0..<recordCount]
             : stride(from: 0, to: recordCount, by: batchSize).map { $0..<min($0 + batchSize, recordCount) }
         var expected = ifRevision
-        var temporaryFiles: [URL] = []
-        defer { for f in temporaryFiles { try? FileManager.default.removeItem(at: f) } }
         for range in batches {
-            let body: Payload
+            let body: Data
             let locate: (Int) -> String
-            var validatedInput: FileIdentity?
             if replace {
-                // Streamed from a file: URLSession uploads a file far more cheaply than a
-                // few hundred megabytes held in memory. One input file that ends its last
-                // line goes as it is; otherwise the joined inputs are written to a temporary one.
-                // (`firstInput` is only set for a file read whole; the same byte count means
-                // no line break was added to it.)
-                if files.count == 1, let identity = firstInput, raw.last == UInt8(ascii: "\n"), raw.count == identity.size,
-                   FileIdentity(files[0]) == identity {
-                    body = .file(URL(fileURLWithPath: files[0]))
-                    validatedInput = identity
-                } else {
-                    let file = FileManager.default.temporaryDirectory.appendingPathComponent("authz-sync-\(UUID().uuidString).jsonl")
-                    do { try raw.write(to: file) } catch {
-                        printError("error: cannot write the upload file `\(file.path)`: \(error)")
-                        throw ExitCode(2)
-                    }
-                    temporaryFiles.append(file)
-                    body = .file(file)
-                }
+                body = raw
                 raw = Data()
                 locate = { line in
                     guard let part = rawStarts.last(where: { $0.firstLine <= line }) else { return "line \(line)" }
                     return "\(part.file):\(line - part.firstLine + 1)"
                 }
             } else {
-                body = .data(Data(RecordCodec.encodeLines(records[range].map(\.record)).utf8))
+                body = Data(RecordCodec.encodeLines(records[range].map(\.record)).utf8)
                 locate = { line in
                     let i = range.lowerBound + line - 1
                     return origins.indices.contains(i) ? "\(origins[i].file):\(origins[i].line)" : "batch line \(line)"
                 }
             }
-            let outcome = try await pushWithRetry(client, body, expected: expected, range: range, validated: validatedInput, locate: locate)
+            let outcome = try await pushWithRetry(client, body, expected: expected, range: range, locate: locate)
             totals.upserted += outcome.upserted
             totals.deleted += outcome.deleted
             totals.revision = outcome.revision
@@ -150,29 +128,13 @@ struct Sync: AsyncParsableCommand {
             + String(format: "%.2f s, %.0f records/s", secs, Double(recordCount) / max(secs, 1e-9)))
     }
 
-    private enum Payload {
-        case data(Data)
-        case file(URL)
-    }
-
-    /// `validated`: for an input file sent as it is, the file as it was when validated
-    /// (checked again before each attempt).
-    private func pushWithRetry(_ client: AuthzClient, _ body: Payload, expected: Int64?, range: Range<Int>,
-                               validated: FileIdentity? = nil,
+    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, range: Range<Int>,
                                locate: (Int) -> String) async throws -> AuthzClient.SyncOutcome {
         var delay: Double = 0.25
         var attempt = 1
         while true {
-            // An input uploaded as it is must still be the file that was validated.
-            if case .file(let url) = body, let validated, FileIdentity(url.path) != validated {
-                printError("error: `\(url.path)` changed after it was validated; nothing was sent")
-                throw ExitCode(1)
-            }
             do {
-                switch body {
-                case .data(let data): return try await client.sync(data, mode: replace ? .replace : .apply, ifRevision: expected)
-                case .file(let url): return try await client.sync(file: url, mode: replace ? .replace : .apply, ifRevision: expected)
-                }
+                return try await client.sync(body, mode: replace ? .replace : .apply, ifRevision: expected)
             } catch {
                 switch error {
                 case .unreachable, .refused(status: 503, _, _, _):
@@ -200,6 +162,9 @@ struct Sync: AsyncParsableCommand {
                 case .badResponse(let m):
                     printError("error: unexpected answer from the server: \(m)")
                     throw ExitCode(2)
+                case .unreadable(let m):
+                    printError("error: cannot read \(m)")
+                    throw ExitCode(1)
                 }
             }
         }
@@ -275,24 +240,5 @@ final class Progress {
 
     func finish() {
         if tty { FileHandle.standardError.write(Data("\n".utf8)) }
-    }
-}
-
-/// What identifies a file's content cheaply: inode, size and modification time.
-struct FileIdentity: Equatable, Sendable {
-    var inode: UInt64
-    var size: Int
-    var modified: timespec
-
-    init?(_ path: String) {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        inode = UInt64(st.st_ino)
-        size = Int(st.st_size)
-        modified = st.st_mtim
-    }
-
-    static func == (a: FileIdentity, b: FileIdentity) -> Bool {
-        a.inode == b.inode && a.size == b.size && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
     }
 }
