@@ -765,9 +765,11 @@ enum ByteHash {
 
     @inline(__always)
     static func equal(_ stored: UnsafeRawBufferPointer, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
-        guard stored.count == a.count + 1 + b.count, stored[a.count] == 0x1F else { return false }
-        return bytesEqual(UnsafeRawBufferPointer(rebasing: stored[..<a.count]), a)
-            && bytesEqual(UnsafeRawBufferPointer(rebasing: stored[(a.count + 1)...]), b)
+        // No bounds-checked slicing: the count test covers every byte read.
+        guard stored.count == a.count &+ 1 &+ b.count, let p = stored.baseAddress,
+              p.load(fromByteOffset: a.count, as: UInt8.self) == 0x1F else { return false }
+        return bytesEqual(UnsafeRawBufferPointer(start: p, count: a.count), a)
+            && bytesEqual(UnsafeRawBufferPointer(start: p + a.count + 1, count: b.count), b)
     }
 }
 
@@ -780,22 +782,29 @@ func withBytes<R>(_ s: borrowing String, _ body: (UnsafeRawBufferPointer) -> R) 
     return copy.withUTF8 { body(UnsafeRawBufferPointer($0)) }
 }
 
-/// Byte equality, a word at a time.
+/// Byte equality, a word at a time; the last word overlaps the one before it when the length
+/// is not a multiple of 8, and shorter strings compare as two overlapping 4-byte words (or
+/// their first, middle and last bytes), so there is no loop over the tail bytes.
 @inline(__always)
 func bytesEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
     let n = a.count
     guard n == b.count else { return false }
     guard n > 0, let p = a.baseAddress, let q = b.baseAddress else { return true }
-    var i = 0
-    while i + 8 <= n {
-        if p.loadUnaligned(fromByteOffset: i, as: UInt64.self) != q.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
-        i += 8
+    if n >= 8 {
+        var i = 0
+        while i + 8 < n {
+            if p.loadUnaligned(fromByteOffset: i, as: UInt64.self) != q.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+            i += 8
+        }
+        return p.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) == q.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
     }
-    while i < n {
-        if p.load(fromByteOffset: i, as: UInt8.self) != q.load(fromByteOffset: i, as: UInt8.self) { return false }
-        i += 1
+    if n >= 4 {
+        return p.loadUnaligned(as: UInt32.self) == q.loadUnaligned(as: UInt32.self)
+            && p.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) == q.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
     }
-    return true
+    return p.load(as: UInt8.self) == q.load(as: UInt8.self)
+        && p.load(fromByteOffset: n >> 1, as: UInt8.self) == q.load(fromByteOffset: n >> 1, as: UInt8.self)
+        && p.load(fromByteOffset: n - 1, as: UInt8.self) == q.load(fromByteOffset: n - 1, as: UInt8.self)
 }
 
 @inline(__always)

@@ -81,9 +81,22 @@ public struct Directory: Sendable {
     /// The assignment list of members with no assignments (the implied one only).
     let emptyAssignments: NameList
 
+    // What the check path reads of the policy, held here: read through `policy`, `decide`
+    // copied the whole 384-byte `CompiledPolicy` (a memcpy a check) to call `actionID`.
+    /// `policy.actionTable`: the actions by type and name, and their rules.
+    let actionTable: ActionTable
+    /// `policy.assignmentsGranting`.
+    let assignmentsGranting: [UInt64]
+    let allPermissions: PermissionSet
+    let ownerHasAllPermissions: Bool
+
     /// An empty directory for `policy`.
     public init(policy: CompiledPolicy) {
         self.policy = policy
+        actionTable = policy.actionTable
+        assignmentsGranting = policy.assignmentsGranting
+        allPermissions = policy.allPermissions
+        ownerHasAllPermissions = policy.ownerHasAllPermissions
         let implied: UInt64 = policy.impliedAssignment.map { 1 << UInt64($0) } ?? 0
         emptyAssignments = NameList.empty(globalMask: implied, base: policy.basePermissions(role: .member, globalMask: implied))
     }
