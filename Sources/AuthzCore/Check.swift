@@ -132,6 +132,23 @@ extension Directory {
         var assignments: Unmanaged<NameListStorage>
     }
 
+    /// The payload of a member in `members`: its assignment list's address (unretained: the
+    /// entry next to it holds the list, and the two are only ever written together, by
+    /// `upsert`), then 1 for an owner, 0 for a member.
+    static var memberFactsLength: Int { 9 }
+
+    static func writeMemberFacts(role: RoleKind, assignments: NameList, to p: UnsafeMutableRawPointer) {
+        p.storeBytes(of: UInt64(UInt(bitPattern: Unmanaged.passUnretained(assignments.storage).toOpaque())), as: UInt64.self)
+        p.storeBytes(of: role == .owner ? 1 : 0, toByteOffset: 8, as: UInt8.self)
+    }
+
+    @inline(__always)
+    static func memberFacts(_ p: UnsafeRawBufferPointer) -> MemberFacts {
+        let bits = UInt(truncatingIfNeeded: p.loadUnaligned(as: UInt64.self))
+        return MemberFacts(role: p.load(fromByteOffset: 8, as: UInt8.self) == 1 ? .owner : .member,
+                           assignments: Unmanaged.fromOpaque(UnsafeRawPointer(bitPattern: bits)!))
+    }
+
     /// What the decision needs of an api key, likewise.
     struct KeyFacts {
         var expired: Bool
@@ -203,9 +220,7 @@ extension Directory {
         // org is looked up only when the member is not found and the action needs the
         // invitee, or when a condition reads the org (below): a lookup is up to three cache
         // misses at a million members.
-        let member = members.withValue(orgID, userID) { (m: borrowing MemberEntry) in
-            MemberFacts(role: m.role, assignments: Unmanaged.passUnretained(m.assignments.storage))
-        }
+        let member = members.withPayload(orgID, userID) { Directory.memberFacts($0) }
         if member == nil {
             // Without the org, the answer would be `not_member` as well.
             guard a.requirement == .invitee else { return Decision(.notMember, action: id) }

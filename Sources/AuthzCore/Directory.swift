@@ -69,7 +69,9 @@ public struct Directory: Sendable {
 
     var orgs = ByteMap<OrgEntry>(shardBits: 10)
     var users = ByteMap<UserEntry>(shardBits: 12, payloads: true)
-    var members = ByteMap<MemberEntry>(shardBits: 12)
+    /// Payload: what the check path reads of a member (`MemberFacts`), so a lookup reads the
+    /// slot and the key's bytes, which the facts follow, and not the entry.
+    var members = ByteMap<MemberEntry>(shardBits: 12, payloads: true)
     var roles = ByteMap<RoleEntry>(shardBits: 8)
     var keys = ByteMap<KeyEntry>(shardBits: 12, payloads: true)
     var invitations = ByteMap<InvitationEntry>(shardBits: 10, payloads: true)
@@ -149,7 +151,7 @@ public struct Directory: Sendable {
     mutating func reserve(_ e: DirectoryBuilder.Expected) {
         if e.orgs > 0 { orgs.reserve(e.orgs, arenaBytes: e.orgKeyBytes) }
         if e.users > 0 { users.reserve(e.users, arenaBytes: e.userKeyBytes + e.userPayloadBytes) }
-        if e.members > 0 { members.reserve(e.members, arenaBytes: e.memberKeyBytes) }
+        if e.members > 0 { members.reserve(e.members, arenaBytes: e.memberKeyBytes + e.members * Directory.memberFactsLength) }
         if e.roles > 0 { roles.reserve(e.roles, arenaBytes: e.roleKeyBytes) }
         if e.apiKeys > 0 { keys.reserve(e.apiKeys, arenaBytes: e.apiKeyKeyBytes + e.apiKeyPayloadBytes) }
         if e.invitations > 0 { invitations.reserve(e.invitations, arenaBytes: e.invitationKeyBytes + e.invitationPayloadBytes) }
@@ -333,7 +335,8 @@ public struct Directory: Sendable {
             let kind = try roleKind(r.role)
             let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
             let list = internAssignments(r.assignments, mask: mask, customRoles: custom)
-            let old = members.upsert(r.org, r.user, MemberEntry(assignments: list, role: kind))
+            let old = members.upsert(r.org, r.user, MemberEntry(assignments: list, role: kind),
+                                     payloadLength: Directory.memberFactsLength) { Directory.writeMemberFacts(role: kind, assignments: list, to: $0) }
             // After interning the new list, so a list the member keeps is never dropped.
             if let old { unlink(member: old, org: r.org) }
             link(role: kind, assignments: list, org: r.org)

@@ -117,4 +117,58 @@ import Testing
         // The older snapshot still answers as it did.
         #expect(try Self.reasons(dir, "read", "sandbox:s") == [.membership])
     }
+
+    /// A member's facts are read from next to its key (its slot points there): every rewrite
+    /// of a member (role or assignments changed, deleted and added again), over many batches
+    /// whose copies compact the key bytes, must move what the check reads with it, and leave
+    /// every older snapshot answering as it did.
+    @Test func rewrittenMembersAnswerFromTheirNewFactsInEverySnapshot() throws {
+        enum State: Equatable { case developer, plain, owner, absent }
+        func expected(_ s: State) -> Reason {
+            switch s {
+            case .developer: .assignment
+            case .plain: .missingPermission
+            case .owner: .owner
+            case .absent: .notMember
+            }
+        }
+        var state: [String: State] = [:]
+        var records: [Record] = [.org(.init(id: "big")), .member(.init(org: "big", user: "boss", role: "owner"))]
+        for (i, u) in Self.users.enumerated() {
+            state[u] = i % 2 == 0 ? .developer : .plain
+            records.append(.member(.init(org: "big", user: u, role: "member", assignments: i % 2 == 0 ? ["developer"] : [])))
+        }
+        var dir = try Directory.build(records.enumerated().map { LocatedRecord(line: $0 + 1, record: $1) }, policy: Self.policy)
+        var snapshots: [(Directory, [String: State])] = [(dir, state)]
+        for round in 0..<12 {
+            var batch: [Record] = []
+            for (i, u) in Self.users.enumerated() where (i + round) % 3 == 0 {
+                let next: State = switch (i + round) % 4 {
+                case 0: state[u] == .absent ? .plain : .absent
+                case 1: .owner
+                case 2: .developer
+                default: .plain
+                }
+                switch next {
+                case .absent: batch.append(.delete(.member(org: "big", user: u)))
+                case .owner: batch.append(.member(.init(org: "big", user: u, role: "owner")))
+                case .developer: batch.append(.member(.init(org: "big", user: u, role: "member", assignments: ["developer"])))
+                case .plain: batch.append(.member(.init(org: "big", user: u, role: "member")))
+                }
+                state[u] = next
+            }
+            dir = try Self.apply(dir, batch)
+            snapshots.append((dir, state))
+        }
+        for (snapshot, states) in snapshots {
+            for u in Self.users {
+                let r = try snapshot.check(subject: "user:" + u, action: "create", resource: "sandbox:s", org: "big", now: Self.now).reason
+                #expect(r == expected(states[u]!), "\(u): \(r) in a snapshot where it is \(states[u]!)")
+            }
+        }
+    }
+
+    static func apply(_ dir: Directory, _ records: [Record]) throws -> Directory {
+        try dir.applying(records.enumerated().map { LocatedRecord(line: $0 + 1, record: $1) }).directory
+    }
 }
