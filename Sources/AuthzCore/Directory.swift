@@ -83,6 +83,10 @@ public struct Directory: Sendable {
     /// The assignment list of members with no assignments (the implied one only).
     let emptyAssignments: NameList
 
+    /// The org a record applied last named, known to exist (or empty): deleting an org
+    /// forgets it (see `requireOrg`).
+    private var lastOrg = ""
+
     // What the check path reads of the policy, held here: read through `policy`, `decide`
     // copied the whole 384-byte `CompiledPolicy` (a memcpy a check) to call `actionID`.
     /// `policy.actionTable`: the actions by type and name, and their rules.
@@ -259,9 +263,14 @@ public struct Directory: Sendable {
         }
     }
 
-    private func requireOrg(_ org: String) throws(RecordError) {
+    private mutating func requireOrg(_ org: String) throws(RecordError) {
+        // Rows arrive sorted by org (a store's, a generated file's): the org of the record
+        // before is known to exist, and no lookup is needed (it was ~8% of a build). Ids
+        // compare as bytes, as the maps do.
+        if !lastOrg.isEmpty && withBytes(org, { o in withBytes(lastOrg) { bytesEqual(o, $0) } }) { return }
         try requireID(org, "org")
         guard orgs[org] != nil else { throw RecordError("org", "unknown org `\(org)`") }
+        lastOrg = org
     }
 
     private func permissionMask(_ names: [String], _ field: String) throws(RecordError) -> PermissionSet {
@@ -456,6 +465,7 @@ public struct Directory: Sendable {
     private mutating func delete(_ key: RecordKey) throws(RecordError) {
         switch key {
         case .org(let id):
+            lastOrg = ""
             guard orgs.remove(id) != nil else { return }
             // Ids compare as bytes, as the maps do: `String`'s `==` and `hasPrefix` would also
             // match another id that is only canonically equivalent (`é` and `e` + U+0301).

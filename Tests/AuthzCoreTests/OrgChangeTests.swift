@@ -171,4 +171,40 @@ import Testing
     static func apply(_ dir: Directory, _ records: [Record]) throws -> Directory {
         try dir.applying(records.enumerated().map { LocatedRecord(line: $0 + 1, record: $1) }).directory
     }
+
+    /// The records after an org's deletion cannot name it, however they are applied: in one
+    /// batch, in a build, or streamed through a builder (each remembers the org of the record
+    /// before, to skip its lookup).
+    @Test func recordsAfterAnOrgsDeletionCannotNameIt() throws {
+        let records: [Record] = [
+            .org(.init(id: "acme")),
+            .member(.init(org: "acme", user: "u1", role: "owner")),
+            .delete(.org("acme")),
+            .member(.init(org: "acme", user: "u2", role: "member")),
+            .role(.init(org: "acme", id: "r", permissions: ["write:sandboxes"])),
+        ]
+        let located = records.enumerated().map { LocatedRecord(line: $0 + 1, record: $1) }
+        func describe(_ e: DataErrors) -> [String] { e.errors.map { "\($0.line) \($0.field ?? "-") \($0.message)" } }
+        let expected = ["4 org unknown org `acme`", "5 org unknown org `acme`"]
+        do {
+            _ = try Directory.build(located, policy: Self.policy)
+            Issue.record("the build accepted members of a deleted org")
+        } catch {
+            #expect(describe(error) == expected)
+        }
+        do {
+            _ = try Directory(policy: Self.policy).applying(located)
+            Issue.record("the batch accepted members of a deleted org")
+        } catch {
+            #expect(describe(error) == expected)
+        }
+        var builder = DirectoryBuilder(policy: Self.policy)
+        for r in located { builder.add(r.record, line: r.line) }
+        do {
+            _ = try builder.finish()
+            Issue.record("the builder accepted members of a deleted org")
+        } catch {
+            #expect(describe(error) == expected)
+        }
+    }
 }
