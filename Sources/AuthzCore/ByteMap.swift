@@ -8,16 +8,18 @@
 /// even at a million entries. Composite keys (`org` + `user`) are stored as the parts joined
 /// by `ByteMap.separator`, a control character that ids may not contain.
 ///
-/// A shard is flat, so that a lookup touches few cache lines: one slot array of `UInt32`
-/// (12 bits of the hash as a tag and the entry index, so a probe reads one word and rarely
-/// visits an entry that does not match), one entry array (where the key's bytes are, and the
-/// value, side by side) and one byte arena holding every key back to back. A lookup is a
-/// slot, an entry and the key's bytes: three loads, not the six of a table of `String` keys.
-/// The storage is reached through raw pointers held in `let` properties, so reading it makes
-/// no retain and no exclusivity check.
+/// A shard is flat, so that a lookup touches few cache lines: one slot array of `UInt64`
+/// (12 bits of the hash as a tag, the entry index, and where the key's bytes are in the
+/// arena, so a probe reads one word, rarely visits a key that does not match, and goes from
+/// the slot to the key without reading the entry), one entry array (the value, and where its
+/// key is) and one byte arena holding every key back to back, each after its 2-byte length.
+/// A lookup is a slot, then the key's bytes and the entry, which are loaded independently
+/// (their misses overlap); a map with payloads can be read without the entry at all
+/// (`withPayload`: the member check path). The storage is reached through raw pointers held
+/// in `let` properties, so reading it makes no retain and no exclusivity check.
 ///
 /// Memory (a million members is ~2M entries): an entry is its value and 6 bytes (often in
-/// the value's padding), a slot 4.
+/// the value's padding), a slot 8, and 2 bytes of key length in the arena.
 /// Entries do not keep their hash: a copy that keeps the slot count copies the slots as
 /// they are, and only growing the slots or removing an entry hashes keys again. A map made
 /// with `payloads` stores bytes of the value after each key (an email, the org and user of
@@ -514,7 +516,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
 
     /// Room for `entryCapacity` entries, with at least 1.75 times as many slots (a power of
     /// two): a full shard is at most 57% loaded, and a shard reserved for 269 entries (a
-    /// million members in 4,096 shards) has 512 slots, not 1,024 (8 MB less at 1M members).
+    /// million members in 4,096 shards) has 512 slots, not 1,024 (16 MB less at 1M members).
     init(entryCapacity: Int, arenaCapacity: Int, payloads: Bool) {
         precondition(entryCapacity <= Self.maxEntries, "a shard holds at most \(Self.maxEntries) entries")
         var slotCount = 1
