@@ -266,7 +266,10 @@ struct ByteMap<Value: Sendable>: Sendable {
     /// into a `String`; returns the previous value.
     @discardableResult
     mutating func upsert(_ a: String, _ b: String, _ value: Value) -> Value? {
-        withBytes(a) { a in
+        // A map with payloads is read by `withPayload` without its entries: every key needs
+        // its payload (`upsert(_:_:_:payloadLength:writePayload:)`).
+        precondition(!payloads, "a composite key of a map with payloads needs its payload")
+        return withBytes(a) { a in
             withBytes(b) { b in
                 upsert(hash: ByteHash.hash(a, b), keyLength: a.count + 1 + b.count, payloadLength: 0,
                        matches: { ByteHash.equal($0, a, b) },
