@@ -8,16 +8,18 @@
 /// even at a million entries. Composite keys (`org` + `user`) are stored as the parts joined
 /// by `ByteMap.separator`, a control character that ids may not contain.
 ///
-/// A shard is flat, so that a lookup touches few cache lines: one slot array of `UInt32`
-/// (12 bits of the hash as a tag and the entry index, so a probe reads one word and rarely
-/// visits an entry that does not match), one entry array (where the key's bytes are, and the
-/// value, side by side) and one byte arena holding every key back to back. A lookup is a
-/// slot, an entry and the key's bytes: three loads, not the six of a table of `String` keys.
-/// The storage is reached through raw pointers held in `let` properties, so reading it makes
-/// no retain and no exclusivity check.
+/// A shard is flat, so that a lookup touches few cache lines: one slot array of `UInt64`
+/// (12 bits of the hash as a tag, the entry index, and where the key's bytes are in the
+/// arena, so a probe reads one word, rarely visits a key that does not match, and goes from
+/// the slot to the key without reading the entry), one entry array (the value, and where its
+/// key is) and one byte arena holding every key back to back, each after its 2-byte length.
+/// A lookup is a slot, then the key's bytes and the entry, which are loaded independently
+/// (their misses overlap); a map with payloads can be read without the entry at all
+/// (`withPayload`: the member check path). The storage is reached through raw pointers held
+/// in `let` properties, so reading it makes no retain and no exclusivity check.
 ///
 /// Memory (a million members is ~2M entries): an entry is its value and 6 bytes (often in
-/// the value's padding), a slot 4.
+/// the value's padding), a slot 8, and 2 bytes of key length in the arena.
 /// Entries do not keep their hash: a copy that keeps the slot count copies the slots as
 /// they are, and only growing the slots or removing an entry hashes keys again. A map made
 /// with `payloads` stores bytes of the value after each key (an email, the org and user of
@@ -66,7 +68,7 @@ struct ByteMap<Value: Sendable>: Sendable {
         let n = shards.count
         let mean = Double(total) / Double(n)
         let perShard = Int(mean + 1.5 * mean.squareRoot()) + 2
-        let perEntry = Double(arenaBytes) / Double(max(total, 1)) + (payloads ? 4 : 0)
+        let perEntry = Double(arenaBytes) / Double(max(total, 1)) + 2 + (payloads ? 4 : 0)
         let bytes = Int(perEntry * Double(perShard)) + 16
         for s in 0..<n where shards[s].count == 0 {
             shards[s] = ByteMapShard(entryCapacity: perShard, arenaCapacity: bytes, payloads: payloads)
@@ -129,6 +131,17 @@ struct ByteMap<Value: Sendable>: Sendable {
         let shard = heads[shardIndex(h)]
         guard let e = shard.find(h, { ByteHash.equal($0, key) }) else { return nil }
         return body(shard.entries[e].value, shard.payload(e))
+    }
+
+    /// Runs `body` on the payload under the composite key `a` + `b` (a map made with
+    /// `payloads`), reading only the slot and the key's bytes, which the payload follows: no
+    /// entry. The check path reads a member's facts this way.
+    @inline(__always)
+    func withPayload<R>(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> R) -> R? {
+        let h = ByteHash.hash(a, b)
+        let shard = heads[shardIndex(h)]
+        guard let slot = shard.findSlot(h, { ByteHash.equal($0, a, b) }) else { return nil }
+        return body(shard.payload(slot: slot))
     }
 
     /// Whether `key` is present, without copying its value.
@@ -195,13 +208,16 @@ struct ByteMap<Value: Sendable>: Sendable {
                                  write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void, _ value: Value) -> Value? {
         let s = shardIndex(h)
         let payloads = shards[s].payloads
-        let blob = keyLength + (payloads ? 4 + payloadLength : 0)
+        let blob = 2 + keyLength + (payloads ? 4 + payloadLength : 0)
         // A copy keeps every entry at its index.
         if let e = shards[s].find(h, matches) {
             // A new payload goes at the end of the arena (the old bytes are dropped at the
             // next copy); without one the key stays where it is.
             let shard = uniqueShard(s, adding: payloads ? blob : 0, entry: false)
-            if payloads { shard.rewrite(e, keyLength: keyLength, payloadLength: payloadLength, write: write) }
+            if payloads {
+                // The slot, in this (maybe copied) shard, points at the key's new place too.
+                shard.rewrite(e, slot: shard.findSlot(h, matches)!, keyLength: keyLength, payloadLength: payloadLength, write: write)
+            }
             return shard.replaceValue(e, value)
         }
         let shard = uniqueShard(s, adding: blob, entry: true)
@@ -250,7 +266,10 @@ struct ByteMap<Value: Sendable>: Sendable {
     /// into a `String`; returns the previous value.
     @discardableResult
     mutating func upsert(_ a: String, _ b: String, _ value: Value) -> Value? {
-        withBytes(a) { a in
+        // A map with payloads is read by `withPayload` without its entries: every key needs
+        // its payload (`upsert(_:_:_:payloadLength:writePayload:)`).
+        precondition(!payloads, "a composite key of a map with payloads needs its payload")
+        return withBytes(a) { a in
             withBytes(b) { b in
                 upsert(hash: ByteHash.hash(a, b), keyLength: a.count + 1 + b.count, payloadLength: 0,
                        matches: { ByteHash.equal($0, a, b) },
@@ -258,6 +277,27 @@ struct ByteMap<Value: Sendable>: Sendable {
                            if a.count > 0 { p.copyMemory(from: a.baseAddress!, byteCount: a.count) }
                            p.storeBytes(of: Self.separator, toByteOffset: a.count, as: UInt8.self)
                            if b.count > 0 { (p + a.count + 1).copyMemory(from: b.baseAddress!, byteCount: b.count) }
+                       }, value)
+            }
+        }
+    }
+
+    /// Inserts or replaces `value` under the composite key `a` + `b`, with `payloadLength`
+    /// bytes of payload that `writePayload` writes (a map made with `payloads`); returns the
+    /// previous value.
+    @discardableResult
+    mutating func upsert(_ a: String, _ b: String, _ value: Value, payloadLength: Int,
+                         writePayload: (UnsafeMutableRawPointer) -> Void) -> Value? {
+        precondition(payloads)
+        return withBytes(a) { a in
+            withBytes(b) { b in
+                upsert(hash: ByteHash.hash(a, b), keyLength: a.count + 1 + b.count, payloadLength: payloadLength,
+                       matches: { ByteHash.equal($0, a, b) },
+                       write: { p, q in
+                           if a.count > 0 { p.copyMemory(from: a.baseAddress!, byteCount: a.count) }
+                           p.storeBytes(of: Self.separator, toByteOffset: a.count, as: UInt8.self)
+                           if b.count > 0 { (p + a.count + 1).copyMemory(from: b.baseAddress!, byteCount: b.count) }
+                           writePayload(q)
                        }, value)
             }
         }
@@ -382,28 +422,44 @@ struct ByteMap<Value: Sendable>: Sendable {
 
 /// Where one shard's storage is: what a lookup reads, trivially copied.
 struct ByteMapHead<Value>: @unchecked Sendable {
-    let slots: UnsafeMutablePointer<UInt32>
+    let slots: UnsafeMutablePointer<UInt64>
     let slotMask: Int
     let entries: UnsafeMutablePointer<ByteMapEntry<Value>>
     let arena: UnsafeMutablePointer<UInt8>
 
-    /// The entry holding the key that `matches`, with `hash` its `ByteHash`.
+    /// The slot of the key that `matches`, with `hash` its `ByteHash`. A probe reads the slot,
+    /// then the key's bytes where the slot says they are (their length just before them):
+    /// not the entry, which a caller that wants the value then reads (a load independent of
+    /// the key's, so the two misses overlap).
     @inline(__always)
-    func find(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
+    func findSlot(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> UInt64? {
         let tag = ByteMapShard<Value>.tag(hash)
         var i = Int(truncatingIfNeeded: hash) & slotMask
         while true {
             let slot = slots[i]
             if slot == 0 { return nil }
-            if slot & ByteMapShard<Value>.tagMask == tag {
-                let e = Int(truncatingIfNeeded: slot & ByteMapShard<Value>.indexMask) &- 1
-                let entry = entries + e
-                if matches(UnsafeRawBufferPointer(start: arena + Int(entry.pointee.offset), count: Int(entry.pointee.length))) {
-                    return e
-                }
+            if ByteMapShard<Value>.tag(ofSlot: slot) == tag {
+                let key = UnsafeRawPointer(arena + ByteMapShard<Value>.keyOffset(slot))
+                let length = Int((key - 2).loadUnaligned(as: UInt16.self))
+                if matches(UnsafeRawBufferPointer(start: key, count: length)) { return slot }
             }
             i = (i &+ 1) & slotMask
         }
+    }
+
+    /// The entry holding the key that `matches`, with `hash` its `ByteHash`.
+    @inline(__always)
+    func find(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
+        guard let slot = findSlot(hash, matches) else { return nil }
+        return ByteMapShard<Value>.entryIndex(slot)
+    }
+
+    /// The payload after the key that `slot` points at (a map made with `payloads`).
+    @inline(__always)
+    func payload(slot: UInt64) -> UnsafeRawBufferPointer {
+        let key = UnsafeRawPointer(arena + ByteMapShard<Value>.keyOffset(slot))
+        let p = key + Int((key - 2).loadUnaligned(as: UInt16.self))
+        return UnsafeRawBufferPointer(start: p + 4, count: Int(p.loadUnaligned(as: UInt32.self)))
     }
 
     /// The payload of entry `e`: the bytes after its key and their 4-byte length.
@@ -429,10 +485,12 @@ struct ByteMapEntry<Value> {
 /// Only a uniquely referenced shard is ever changed, so a snapshot that shares it never sees
 /// a change. A copy keeps every entry at its index (lookups by index stay valid).
 final class ByteMapShard<Value>: @unchecked Sendable {
-    /// 0 for an empty slot, else tag | (entry index + 1): the tag is hash bits 40-51 (which
-    /// neither the shard number nor the slot position uses) in the top 12 bits, the index the
-    /// low 20, so a shard holds at most 2^20 - 2 entries (2^32 for a map of 4,096 shards).
-    let slots: UnsafeMutablePointer<UInt32>
+    /// 0 for an empty slot, else the arena offset of the entry's key in the high 32 bits and,
+    /// in the low 32, tag | (entry index + 1): the tag is hash bits 40-51 (which neither the
+    /// shard number nor the slot position uses) in the top 12 bits, the index the low 20, so a
+    /// shard holds at most 2^20 - 2 entries (2^32 for a map of 4,096 shards). With the key's
+    /// offset in the slot, a probe goes from the slot to the key without reading the entry.
+    let slots: UnsafeMutablePointer<UInt64>
     let slotMask: Int
     let entries: UnsafeMutablePointer<ByteMapEntry<Value>>
     let entryCapacity: Int
@@ -447,9 +505,21 @@ final class ByteMapShard<Value>: @unchecked Sendable {
     static var indexMask: UInt32 { 0x000F_FFFF }
     static var maxEntries: Int { Int(indexMask) - 1 }
 
+    @inline(__always)
+    static func tag(ofSlot slot: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: slot) & tagMask }
+    @inline(__always)
+    static func entryIndex(_ slot: UInt64) -> Int { Int(truncatingIfNeeded: UInt32(truncatingIfNeeded: slot) & indexMask) &- 1 }
+    @inline(__always)
+    static func keyOffset(_ slot: UInt64) -> Int { Int(truncatingIfNeeded: slot >> 32) }
+    @inline(__always)
+    static func slot(tag: UInt32, entry e: Int, keyOffset: UInt32) -> UInt64 { UInt64(keyOffset) << 32 | UInt64(tag | UInt32(e + 1)) }
+    /// `slot` pointing at the key's new offset.
+    @inline(__always)
+    static func slot(_ slot: UInt64, keyOffset: UInt32) -> UInt64 { slot & 0xFFFF_FFFF | UInt64(keyOffset) << 32 }
+
     /// Room for `entryCapacity` entries, with at least 1.75 times as many slots (a power of
     /// two): a full shard is at most 57% loaded, and a shard reserved for 269 entries (a
-    /// million members in 4,096 shards) has 512 slots, not 1,024 (8 MB less at 1M members).
+    /// million members in 4,096 shards) has 512 slots, not 1,024 (16 MB less at 1M members).
     init(entryCapacity: Int, arenaCapacity: Int, payloads: Bool) {
         precondition(entryCapacity <= Self.maxEntries, "a shard holds at most \(Self.maxEntries) entries")
         var slotCount = 1
@@ -487,7 +557,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
 
     /// The arena bytes entry `e` takes: its key, and its payload with the payload's length.
     private func blobLength(_ e: Int) -> Int {
-        Int(entries[e].length) + (payloads ? 4 + payload(e).count : 0)
+        2 + Int(entries[e].length) + (payloads ? 4 + payload(e).count : 0)
     }
 
     var head: ByteMapHead<Value> { ByteMapHead(slots: slots, slotMask: slotMask, entries: entries, arena: arena) }
@@ -503,7 +573,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
         var i = Int(truncatingIfNeeded: hash) & slotMask
         while slots[i] != 0 {
             let slot = slots[i]
-            if slot & Self.tagMask == tag && matches(key(at: Int(slot & Self.indexMask) - 1)) { return i }
+            if Self.tag(ofSlot: slot) == tag && matches(key(at: Self.entryIndex(slot))) { return i }
             i = (i + 1) & slotMask
         }
         return nil
@@ -512,31 +582,33 @@ final class ByteMapShard<Value>: @unchecked Sendable {
     /// The slot pointing at entry `e` (which exists), found from its key's hash.
     func slot(of e: Int) -> Int {
         var i = Int(truncatingIfNeeded: ByteHash.stored(key(at: e))) & slotMask
-        while Int(slots[i] & Self.indexMask) != e + 1 { i = (i + 1) & slotMask }
+        while Self.entryIndex(slots[i]) != e { i = (i + 1) & slotMask }
         return i
     }
 
     private func place(_ hash: UInt64, entry e: Int) {
         var i = Int(truncatingIfNeeded: hash) & slotMask
         while slots[i] != 0 { i = (i + 1) & slotMask }
-        slots[i] = Self.tag(hash) | UInt32(e + 1)
+        slots[i] = Self.slot(tag: Self.tag(hash), entry: e, keyOffset: entries[e].offset)
     }
 
     func hasRoom(_ blobLength: Int, entry: Bool) -> Bool {
         (!entry || count < entryCapacity) && arenaUsed + blobLength <= arenaCapacity
     }
 
-    /// Writes a blob (key, then the payload's length and bytes in a map with payloads) at
-    /// the end of the arena; returns its offset.
+    /// Writes a blob (the key's 2-byte length, the key, then the payload's length and bytes
+    /// in a map with payloads) at the end of the arena; returns the key's offset.
     private func append(keyLength: Int, payloadLength: Int, write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void) -> UInt32 {
-        let p = UnsafeMutableRawPointer(arena + arenaUsed)
+        let start = UnsafeMutableRawPointer(arena + arenaUsed)
+        start.storeBytes(of: UInt16(keyLength), as: UInt16.self)
+        let p = start + 2
         if payloads {
             (p + keyLength).storeBytes(of: UInt32(payloadLength), as: UInt32.self)
             write(p, p + keyLength + 4)
-            arenaUsed += keyLength + 4 + payloadLength
+            arenaUsed += 2 + keyLength + 4 + payloadLength
         } else {
             write(p, p + keyLength)
-            arenaUsed += keyLength
+            arenaUsed += 2 + keyLength
         }
         return UInt32(p - UnsafeMutableRawPointer(arena))
     }
@@ -553,9 +625,12 @@ final class ByteMapShard<Value>: @unchecked Sendable {
     }
 
     /// Writes entry `e`'s key and a new payload at the end of the arena (the caller checked
-    /// `hasRoom`); the old bytes stay until the next copy.
-    func rewrite(_ e: Int, keyLength: Int, payloadLength: Int, write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void) {
-        entries[e].offset = append(keyLength: keyLength, payloadLength: payloadLength, write: write)
+    /// `hasRoom`), and points its slot `i` there; the old bytes stay until the next copy.
+    func rewrite(_ e: Int, slot i: Int, keyLength: Int, payloadLength: Int, write: (UnsafeMutableRawPointer, UnsafeMutableRawPointer) -> Void) {
+        precondition(Self.entryIndex(slots[i]) == e)
+        let offset = append(keyLength: keyLength, payloadLength: payloadLength, write: write)
+        entries[e].offset = offset
+        slots[i] = Self.slot(slots[i], keyOffset: offset)
     }
 
     func replaceValue(_ e: Int, _ value: Value) -> Value {
@@ -567,7 +642,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
     /// Removes the entry slot `i` points at: the slot by backward shift (so no tombstones),
     /// the last entry moved into its place. Its bytes stay in the arena until the next copy.
     func remove(slot i0: Int) -> Value {
-        let e = Int(slots[i0] & Self.indexMask) - 1
+        let e = Self.entryIndex(slots[i0])
         var i = i0
         slots[i] = 0
         var j = i
@@ -575,7 +650,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
             j = (j + 1) & slotMask
             let s = slots[j]
             if s == 0 { break }
-            let home = Int(truncatingIfNeeded: ByteHash.stored(key(at: Int(s & Self.indexMask) - 1))) & slotMask
+            let home = Int(truncatingIfNeeded: ByteHash.stored(key(at: Self.entryIndex(s)))) & slotMask
             // The entry at j may move back to i unless its home lies cyclically in (i, j].
             if (j - home) & slotMask >= (j - i) & slotMask {
                 slots[i] = s
@@ -588,7 +663,8 @@ final class ByteMapShard<Value>: @unchecked Sendable {
             let ls = slot(of: last)
             let old = (entries + e).move()
             (entries + e).moveInitialize(from: entries + last, count: 1)
-            slots[ls] = (slots[ls] & Self.tagMask) | UInt32(e + 1)
+            // Its tag and key offset stay (its bytes do not move), its index changes.
+            slots[ls] = slots[ls] & ~UInt64(Self.indexMask) | UInt64(e + 1)
             count -= 1
             return old.value
         }
@@ -651,16 +727,22 @@ final class ByteMapShard<Value>: @unchecked Sendable {
             var used = 0
             for e in 0..<count {
                 let old = Int(next.entries[e].offset), length = Int(next.entries[e].length)
-                var n = length
+                var n = 2 + length
                 if payloads { n += 4 + Int(UnsafeRawPointer(arena + old + length).loadUnaligned(as: UInt32.self)) }
-                (next.arena + used).update(from: arena + old, count: n)
-                next.entries[e].offset = UInt32(used)
+                (next.arena + used).update(from: arena + old - 2, count: n)
+                next.entries[e].offset = UInt32(used + 2)
                 used += n
             }
             next.arenaUsed = used
         }
         if next.slotMask == slotMask {
             next.slots.update(from: slots, count: slotMask + 1)
+            if next.arenaUsed != arenaUsed {
+                // Compacted: each slot points at its key's new offset.
+                for i in 0...slotMask where next.slots[i] != 0 {
+                    next.slots[i] = Self.slot(next.slots[i], keyOffset: next.entries[Self.entryIndex(next.slots[i])].offset)
+                }
+            }
         } else {
             for e in 0..<count { next.place(ByteHash.stored(next.key(at: e)), entry: e) }
         }
@@ -765,9 +847,11 @@ enum ByteHash {
 
     @inline(__always)
     static func equal(_ stored: UnsafeRawBufferPointer, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
-        guard stored.count == a.count + 1 + b.count, stored[a.count] == 0x1F else { return false }
-        return bytesEqual(UnsafeRawBufferPointer(rebasing: stored[..<a.count]), a)
-            && bytesEqual(UnsafeRawBufferPointer(rebasing: stored[(a.count + 1)...]), b)
+        // No bounds-checked slicing: the count test covers every byte read.
+        guard stored.count == a.count &+ 1 &+ b.count, let p = stored.baseAddress,
+              p.load(fromByteOffset: a.count, as: UInt8.self) == 0x1F else { return false }
+        return bytesEqual(UnsafeRawBufferPointer(start: p, count: a.count), a)
+            && bytesEqual(UnsafeRawBufferPointer(start: p + a.count + 1, count: b.count), b)
     }
 }
 
@@ -780,22 +864,29 @@ func withBytes<R>(_ s: borrowing String, _ body: (UnsafeRawBufferPointer) -> R) 
     return copy.withUTF8 { body(UnsafeRawBufferPointer($0)) }
 }
 
-/// Byte equality, a word at a time.
+/// Byte equality, a word at a time; the last word overlaps the one before it when the length
+/// is not a multiple of 8, and shorter strings compare as two overlapping 4-byte words (or
+/// their first, middle and last bytes), so there is no loop over the tail bytes.
 @inline(__always)
 func bytesEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
     let n = a.count
     guard n == b.count else { return false }
     guard n > 0, let p = a.baseAddress, let q = b.baseAddress else { return true }
-    var i = 0
-    while i + 8 <= n {
-        if p.loadUnaligned(fromByteOffset: i, as: UInt64.self) != q.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
-        i += 8
+    if n >= 8 {
+        var i = 0
+        while i + 8 < n {
+            if p.loadUnaligned(fromByteOffset: i, as: UInt64.self) != q.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+            i += 8
+        }
+        return p.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) == q.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
     }
-    while i < n {
-        if p.load(fromByteOffset: i, as: UInt8.self) != q.load(fromByteOffset: i, as: UInt8.self) { return false }
-        i += 1
+    if n >= 4 {
+        return p.loadUnaligned(as: UInt32.self) == q.loadUnaligned(as: UInt32.self)
+            && p.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) == q.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
     }
-    return true
+    return p.load(as: UInt8.self) == q.load(as: UInt8.self)
+        && p.load(fromByteOffset: n >> 1, as: UInt8.self) == q.load(fromByteOffset: n >> 1, as: UInt8.self)
+        && p.load(fromByteOffset: n - 1, as: UInt8.self) == q.load(fromByteOffset: n - 1, as: UInt8.self)
 }
 
 @inline(__always)

@@ -137,6 +137,8 @@ public struct CompiledPolicy: Sendable {
     let assignmentsGranting: [UInt64]
     /// `actions` as the decision reads them, indexed by action id.
     let rules: [ActionRule]
+    /// The actions by type and name, with their rules, for the check path.
+    let actionTable: ActionTable
 
     public init(_ d: PolicyDefinition) throws(PolicyDefinitionError) {
         func fail(_ m: String) -> PolicyDefinitionError { PolicyDefinitionError(message: m) }
@@ -238,6 +240,7 @@ public struct CompiledPolicy: Sendable {
         self.typeIndex = typeIndex
         self.assignmentsGranting = granting
         self.rules = actions.map { ActionRule(requirement: $0.requirement, conditions: $0.conditions, target: $0.target) }
+        self.actionTable = ActionTable(actions.map { (types[$0.resourceType], $0.name, ActionRule(requirement: $0.requirement, conditions: $0.conditions, target: $0.target)) })
     }
 
     // MARK: Lookups

@@ -81,7 +81,7 @@ extension ByteMap {
         var s = StorageStats()
         var seen = Set<ObjectIdentifier>()
         for shard in shardsForStats where seen.insert(ObjectIdentifier(shard)).inserted {
-            s.slotBytes += chunk((shard.slotMask + 1) * MemoryLayout<UInt32>.stride)
+            s.slotBytes += chunk((shard.slotMask + 1) * MemoryLayout<UInt64>.stride)
             s.entryBytes += chunk(max(shard.entryCapacity, 1) * MemoryLayout<ByteMapEntry<Value>>.stride) + chunk(80)
             s.entryCapacity += shard.entryCapacity
             s.arenaBytes += chunk(max(shard.arenaCapacity, 1))
