@@ -1,20 +1,35 @@
 import AuthzCore
 import Foundation
 import GRDB
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The durable copy of the membership data: SQLite through GRDB, in WAL mode with full
 /// synchronous commits, so that a batch acknowledged to a client survives a crash or a
 /// SIGKILL. One table per record kind; the revision of the last accepted sync sits in `meta`
 /// and is written in the same transaction as the data it stamps.
-public final class MembershipStore: Sendable {
+public final class MembershipStore: @unchecked Sendable {
     public let path: String
-    private let pool: DatabasePool
+    /// Guards `pool`, which a replace swaps for one on the new file.
+    private let lock = NSLock()
+    private var pool: DatabasePool
+    /// This process's exclusive hold on the store (see `StoreLock`).
+    private let ownership: StoreLock
 
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`. Fails if another process has it open.
     public init(path: String) throws {
         self.path = path
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        ownership = try StoreLock(path: path)
+        // A replace that was killed before its rename leaves its new file behind: the store
+        // is the old state, and the new file is garbage.
+        if ownership.first { Self.removeFiles(of: Self.newFilePath(path)) }
+        pool = try Self.open(path)
+    }
+
+    private static func open(_ path: String) throws -> DatabasePool {
         var config = Configuration()
         config.label = "authz-store"
         config.busyMode = .timeout(5)
@@ -29,8 +44,16 @@ public final class MembershipStore: Sendable {
                 try db.execute(sql: "PRAGMA cache_size = -262144")
             }
         }
-        pool = try DatabasePool(path: path, configuration: config)
+        let pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)
+        return pool
+    }
+
+    /// Runs `body` with the current connection pool, which no replace swaps meanwhile.
+    private func withPool<T>(_ body: (DatabasePool) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(pool)
     }
 
     private static var migrator: DatabaseMigrator {
@@ -70,12 +93,12 @@ public final class MembershipStore: Sendable {
     /// Frees SQLite's page caches (up to 256 MB a connection after a bulk read or write):
     /// the service answers from its directory, not from the store.
     public func releaseMemory() {
-        pool.releaseMemory()
+        lock.withLock { pool.releaseMemory() }
     }
 
     /// The revision of the last committed sync (0 for a new store).
     public func revision() throws -> Int64 {
-        try pool.read { db in try Self.revision(db) }
+        try withPool { pool in try pool.read { db in try Self.revision(db) } }
     }
 
     private static func revision(_ db: Database) throws -> Int64 {
@@ -91,7 +114,7 @@ public final class MembershipStore: Sendable {
 
     /// How many rows of each kind the store holds, and their key bytes (to size a directory).
     public func expectedSizes() throws -> DirectoryBuilder.Expected {
-        try pool.read { db in
+        try withPool { pool in try pool.read { db in
             var e = DirectoryBuilder.Expected()
             func count(_ sql: String) throws -> (Int, Int) {
                 let row = try Row.fetchOne(db, sql: sql)
@@ -113,13 +136,13 @@ public final class MembershipStore: Sendable {
             (e.invitations, e.invitationKeyBytes, e.invitationPayloadBytes) = try count(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(email AS BLOB))), 0) FROM invitations")
             return e
-        }
+        } }
     }
 
     /// Streams every record, in an order that rebuilds the directory, to `body`, in one read
     /// transaction; returns the revision they are at.
     public func load(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
-        try pool.read { db in
+        try withPool { pool in try pool.read { db in
             try RowReader.each(db, "SELECT id, personal, suspended, suspended_until FROM orgs") { r in
                 body(.org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: r.timestamp(3))))
             }
@@ -140,7 +163,7 @@ public final class MembershipStore: Sendable {
                                        status: r.text(5), expiresAt: r.timestamp(6))))
             }
             return try Self.revision(db)
-        }
+        } }
     }
 
     /// What went wrong committing: the store refused or the revision moved under us.
@@ -156,51 +179,192 @@ public final class MembershipStore: Sendable {
     /// Applies a validated batch in one transaction and stamps it `revision`; returns only
     /// once the commit is durable. `previous` guards against a second writer.
     public func apply(_ records: [LocatedRecord], revision: Int64, previous: Int64) throws {
-        try pool.write { db in
-            let found = try Self.revision(db)
-            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
-            var writer = RowWriter(db)
-            for r in records { try writer.write(r.record) }
-            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+        try withPool { pool in
+            try pool.write { db in
+                let found = try Self.revision(db)
+                guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+                var writer = RowWriter(db)
+                for r in records { try writer.write(r.record) }
+                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+            }
+            if records.count > 10_000 { truncateWAL(pool) }
         }
     }
 
     /// Replaces the whole state with `batch` (a replace's records, in order) and stamps it
     /// `revision`, while `validate` runs on a second thread: the rows are written as the batch
-    /// is validated, and the transaction commits only if `validate` returns. If it throws,
+    /// is validated, and the replace commits only if `validate` returns. If it throws,
     /// nothing changes and its error is rethrown (a failed store write throws the store's).
     /// Returns `validate`'s result once the commit is durable.
+    ///
+    /// The rows go into a new file, renamed over the store once validated (`replaceByRename`):
+    /// deleting and re-inserting every row in place would reuse the freed pages out of order,
+    /// and the next start-up would read the tables scattered over the file. In place only if
+    /// another `MembershipStore` of the same path is open in this process.
     public func replace<T: Sendable>(with batch: [LocatedRecord], revision: Int64, previous: Int64,
                                      validatingMeanwhile validate: @escaping @Sendable () throws -> T) throws -> T {
         let validation = Concurrently(validate)
+        lock.lock()
+        defer { lock.unlock() }
         do {
-            try pool.write { db in
-                let found = try Self.revision(db)
-                guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
-                for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
-                    try db.execute(sql: "DELETE FROM \(table)")
-                }
-                // Bulk load: secondary indexes are dropped and built again after the inserts
-                // (a sort), instead of taking a million random inserts each. Same transaction.
-                // Not when the batch deletes: each cascade would scan whole tables.
-                let (order, sorted) = Self.writeOrder(batch)
-                if sorted { try db.execute(sql: Self.dropIndexes) }
-                var writer = RowWriter(db)
-                for (n, i) in order.enumerated() {
-                    try writer.write(batch[Int(i)].record)
-                    // An invalid batch is usually found early: stop writing for nothing.
-                    if n & 0x3FFF == 0, validation.failed { break }
-                }
-                if sorted { try db.execute(sql: Self.createIndexes) }
-                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
-                // Throwing here rolls the transaction back.
-                _ = try validation.result.get()
+            let found = try pool.read { db in try Self.revision(db) }
+            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+            var renamed = false
+            if ownership.alone({ true }) != nil {
+                renamed = try replaceByRename(batch, revision: revision, previous: previous, validation: validation)
+            }
+            if !renamed {
+                try replaceInPlace(batch, revision: revision, previous: previous, validation: validation)
             }
         } catch {
             if case .failure(let invalid) = validation.result { throw invalid }
             throw error
         }
         return try validation.result.get()
+    }
+
+    /// The path a replace writes its new file to, next to the store (a rename stays in one
+    /// file system).
+    static func newFilePath(_ path: String) -> String { path + ".new" }
+
+    /// A file and what SQLite may have left beside it.
+    private static func removeFiles(of path: String) {
+        for suffix in ["", "-journal", "-wal", "-shm"] { unlink(path + suffix) }
+    }
+
+    /// Writes the replace into a new file, without a journal (a crash leaves only a file that
+    /// nothing reads), syncs it, waits for the validation, and swaps it in with one rename.
+    /// The rename is the commit: before it a crash leaves the old store; after it, the new.
+    /// Returns false, changing nothing, if the swap cannot be done safely (the caller then
+    /// replaces in place). Under `lock`.
+    private func replaceByRename(_ batch: [LocatedRecord], revision: Int64, previous: Int64,
+                                 validation: Concurrently<some Sendable>) throws -> Bool {
+        let newPath = Self.newFilePath(path)
+        Self.removeFiles(of: newPath)
+        var removeNew = true
+        defer { if removeNew { Self.removeFiles(of: newPath) } }
+
+        var config = Configuration()
+        config.label = "authz-store-new"
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA journal_mode = OFF")
+            try db.execute(sql: "PRAGMA synchronous = OFF")
+            try db.execute(sql: "PRAGMA cache_size = -262144")
+        }
+        let queue = try DatabaseQueue(path: newPath, configuration: config)
+        try Self.migrator.migrate(queue)
+        let complete = try queue.writeWithoutTransaction { db in
+            // One transaction for speed; with no journal it cannot roll back, and need not:
+            // an incomplete file is removed.
+            try db.execute(sql: "BEGIN")
+            let complete = try Self.writeRows(batch, into: db, validation: validation)
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+            try db.execute(sql: "COMMIT")
+            // The store is a WAL database: say so in the new file's header now, not at the
+            // first open after the swap.
+            try db.execute(sql: "PRAGMA journal_mode = WAL")
+            return complete
+        }
+        try queue.close()
+        _ = try validation.result.get()
+        guard complete else { return false }
+        try Self.sync(newPath)
+        CrashPoint.reached(.newFileWritten)
+
+        return try ownership.alone { () throws -> Bool in
+            // The old WAL must be empty before the rename: its frames are pages of the old
+            // file, and SQLite would read them into the new one. A TRUNCATE checkpoint copies
+            // them into the old file and empties the WAL; nothing writes after it (`lock`,
+            // `alone`, and `StoreLock` keeps other processes out).
+            let (walFrames, found) = try pool.writeWithoutTransaction { db in
+                (try db.checkpoint(.truncate).walFrameCount, try Self.revision(db))
+            }
+            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+            guard walFrames == 0 else { return false }
+            try pool.close()
+            CrashPoint.reached(.oldWALEmptied)
+            let swapped = Result { () throws -> Bool in
+                guard Self.fileSize(path + "-wal") ?? 0 == 0 else { return false }
+                guard rename(newPath, path) == 0 else { throw Self.posixError(path) }
+                removeNew = false
+                CrashPoint.reached(.renamed)
+                // Durable: the rename is on disk before the replace is acknowledged.
+                try Self.sync(Self.directory(of: path))
+                return true
+            }
+            // Open again on whichever file is at `path` now. Should that fail after the
+            // rename, the replace is reported as failed although it is on disk (as when a
+            // commit's sync fails): every later use of the store fails, a restart loads it.
+            pool = try Self.open(path)
+            return try swapped.get()
+        } ?? false
+    }
+
+    /// The whole state in place, in one transaction of the store: every row deleted, the
+    /// batch written. Under `lock`.
+    private func replaceInPlace(_ batch: [LocatedRecord], revision: Int64, previous: Int64,
+                                validation: Concurrently<some Sendable>) throws {
+        try pool.write { db in
+            let found = try Self.revision(db)
+            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+            for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
+                try db.execute(sql: "DELETE FROM \(table)")
+            }
+            _ = try Self.writeRows(batch, into: db, validation: validation)
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+            // Throwing here rolls the transaction back.
+            _ = try validation.result.get()
+        }
+        truncateWAL(pool)
+    }
+
+    /// Empties the WAL after a large write. SQLite checkpoints it as it grows, but the file
+    /// keeps the size of the largest transaction, and a server that stops without closing the
+    /// store (SIGKILL) leaves all of it to be read back and indexed at the next start. Best
+    /// effort: a reader in the middle of a transaction makes it fail, and nothing depends on it.
+    private func truncateWAL(_ pool: DatabasePool) {
+        _ = try? pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+    }
+
+    /// Writes a replace's rows into empty tables; returns false if it stopped early because
+    /// the validation failed.
+    private static func writeRows(_ batch: [LocatedRecord], into db: Database, validation: Concurrently<some Sendable>) throws -> Bool {
+        // Bulk load: secondary indexes are dropped and built again after the inserts
+        // (a sort), instead of taking a million random inserts each. Same transaction.
+        // Not when the batch deletes: each cascade would scan whole tables.
+        let (order, sorted) = Self.writeOrder(batch)
+        if sorted { try db.execute(sql: Self.dropIndexes) }
+        var writer = RowWriter(db)
+        for (n, i) in order.enumerated() {
+            try writer.write(batch[Int(i)].record)
+            // An invalid batch is usually found early: stop writing for nothing.
+            if n & 0x3FFF == 0, validation.failed { return false }
+        }
+        if sorted { try db.execute(sql: Self.createIndexes) }
+        return true
+    }
+
+    /// `fsync` of a file or directory.
+    private static func sync(_ path: String) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw posixError(path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw posixError(path) }
+    }
+
+    private static func posixError(_ path: String) -> any Error {
+        CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path,
+                                                 NSUnderlyingErrorKey: POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)])
+    }
+
+    private static func directory(of path: String) -> String {
+        let dir = (path as NSString).deletingLastPathComponent
+        return dir.isEmpty ? "." : dir
+    }
+
+    private static func fileSize(_ path: String) -> Int? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : nil
     }
 
     /// The order to write a replace's records in. Without deletes, (nearly) primary-key order:
@@ -227,7 +391,7 @@ public final class MembershipStore: Sendable {
 /// Runs a closure on its own thread at once; `result` waits for it. A thread rather than a
 /// Dispatch queue: a new thread inherits the caller's scheduling priority (the sync writer
 /// runs below the request threads, and so must its validation).
-private final class Concurrently<T: Sendable>: @unchecked Sendable {
+final class Concurrently<T: Sendable>: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private let lock = NSLock()
     private var outcome: Result<T, any Error>?
@@ -276,5 +440,23 @@ extension AuthzCore.Record {
         }
         prefix <<= UInt64(8 * (8 - n))
         return kind << 61 | prefix >> 3
+    }
+}
+
+/// Where a test may have the process killed in the middle of a replace by rename
+/// (`AUTHZ_STORE_CRASH_AT=<point>`, read once): SIGKILL, as a crash would, to show that the
+/// store then opens to exactly the old or the new state.
+enum CrashPoint: String {
+    /// The new file is complete and synced; the old store is untouched.
+    case newFileWritten = "new-file-written"
+    /// The old store's WAL is checkpointed and empty, its connections closed.
+    case oldWALEmptied = "old-wal-emptied"
+    /// The new file is in place; the directory is not synced yet, nothing acknowledged.
+    case renamed
+
+    private static let armed = ProcessInfo.processInfo.environment["AUTHZ_STORE_CRASH_AT"].flatMap(CrashPoint.init(rawValue:))
+
+    static func reached(_ point: CrashPoint) {
+        if armed == point { kill(getpid(), SIGKILL) }
     }
 }
