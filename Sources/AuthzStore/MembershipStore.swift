@@ -29,6 +29,12 @@ public final class MembershipStore: @unchecked Sendable {
         pool = try Self.open(path)
     }
 
+    deinit {
+        // Before `ownership` is released: another store of this path may swap the file as
+        // soon as this one no longer counts.
+        try? pool.close()
+    }
+
     private static func open(_ path: String) throws -> DatabasePool {
         var config = Configuration()
         config.label = "authz-store"
@@ -112,31 +118,78 @@ public final class MembershipStore: @unchecked Sendable {
         return (out, revision)
     }
 
-    /// How many rows of each kind the store holds, and their key bytes (to size a directory).
+    /// How many rows of each kind the store holds, and their key bytes (to size a directory):
+    /// the sizes the store remembers (`rememberSizes`, and every replace writes them), else
+    /// counted in a scan of every table (a fifth of a start-up's store reading at 1M).
     public func expectedSizes() throws -> DirectoryBuilder.Expected {
-        try withPool { pool in try pool.read { db in
-            var e = DirectoryBuilder.Expected()
-            func count(_ sql: String) throws -> (Int, Int) {
-                let row = try Row.fetchOne(db, sql: sql)
-                return (row?[0] ?? 0, row?[1] ?? 0)
+        try withPool { pool in
+            try pool.read { db in
+                if let remembered = try Self.rememberedSizes(db) { return remembered }
+                return try Self.countSizes(db)
             }
-            // Bytes stored after the keys (emails; an api key's org and user; an invitation's
-            // org and email), in the same scan.
-            func count(_ sql: String) throws -> (Int, Int, Int) {
-                let row = try Row.fetchOne(db, sql: sql)
-                return (row?[0] ?? 0, row?[1] ?? 0, row?[2] ?? 0)
-            }
-            (e.orgs, e.orgKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM orgs")
-            (e.users, e.userKeyBytes, e.userPayloadBytes) = try count(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(email AS BLOB))), 0) FROM users")
-            (e.roles, e.roleKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(id AS BLOB))), 0) FROM roles")
-            (e.members, e.memberKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(user AS BLOB))), 0) FROM members")
-            (e.apiKeys, e.apiKeyKeyBytes, e.apiKeyPayloadBytes) = try count(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(user AS BLOB))), 0) FROM api_keys")
-            (e.invitations, e.invitationKeyBytes, e.invitationPayloadBytes) = try count(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(email AS BLOB))), 0) FROM invitations")
-            return e
-        } }
+        }
+    }
+
+    /// Remembers `sizes` (counted while loading the store) for the next `expectedSizes`. A
+    /// hint: batches applied since then make it a little low, and a directory grows as it
+    /// must, so it is written once in a while, not with every batch.
+    public func rememberSizes(_ sizes: DirectoryBuilder.Expected) throws {
+        try withPool { pool in
+            let remembered = try pool.read { db in try Self.rememberedSizes(db) }
+            if let remembered, Self.sizeFields().allSatisfy({ remembered[keyPath: $0.1] == sizes[keyPath: $0.1] }) { return }
+            try pool.write { db in try Self.writeSizes(sizes, db) }
+        }
+    }
+
+    /// The sizes, as `meta` rows named `size.<field>`.
+    private static func sizeFields() -> [(String, WritableKeyPath<DirectoryBuilder.Expected, Int>)] {
+        [("orgs", \.orgs), ("users", \.users), ("members", \.members), ("roles", \.roles), ("api_keys", \.apiKeys),
+         ("invitations", \.invitations), ("org_key_bytes", \.orgKeyBytes), ("user_key_bytes", \.userKeyBytes),
+         ("member_key_bytes", \.memberKeyBytes), ("role_key_bytes", \.roleKeyBytes), ("api_key_key_bytes", \.apiKeyKeyBytes),
+         ("invitation_key_bytes", \.invitationKeyBytes), ("user_payload_bytes", \.userPayloadBytes),
+         ("api_key_payload_bytes", \.apiKeyPayloadBytes), ("invitation_payload_bytes", \.invitationPayloadBytes)]
+    }
+
+    private static func writeSizes(_ sizes: DirectoryBuilder.Expected, _ db: Database) throws {
+        for (name, field) in sizeFields() {
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", arguments: ["size.\(name)", sizes[keyPath: field]])
+        }
+    }
+
+    private static func rememberedSizes(_ db: Database) throws -> DirectoryBuilder.Expected? {
+        var e = DirectoryBuilder.Expected()
+        let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM meta WHERE key LIKE 'size.%'")
+        var values: [String: Int] = [:]
+        for row in rows { values[row[0]] = row[1] }
+        for (name, field) in sizeFields() {
+            guard let v = values["size.\(name)"] else { return nil }
+            e[keyPath: field] = v
+        }
+        return e
+    }
+
+    private static func countSizes(_ db: Database) throws -> DirectoryBuilder.Expected {
+        var e = DirectoryBuilder.Expected()
+        func count(_ sql: String) throws -> (Int, Int) {
+            let row = try Row.fetchOne(db, sql: sql)
+            return (row?[0] ?? 0, row?[1] ?? 0)
+        }
+        // Bytes stored after the keys (emails; an api key's org and user; an invitation's
+        // org and email), in the same scan.
+        func count(_ sql: String) throws -> (Int, Int, Int) {
+            let row = try Row.fetchOne(db, sql: sql)
+            return (row?[0] ?? 0, row?[1] ?? 0, row?[2] ?? 0)
+        }
+        (e.orgs, e.orgKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM orgs")
+        (e.users, e.userKeyBytes, e.userPayloadBytes) = try count(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(email AS BLOB))), 0) FROM users")
+        (e.roles, e.roleKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(id AS BLOB))), 0) FROM roles")
+        (e.members, e.memberKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(user AS BLOB))), 0) FROM members")
+        (e.apiKeys, e.apiKeyKeyBytes, e.apiKeyPayloadBytes) = try count(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(user AS BLOB))), 0) FROM api_keys")
+        (e.invitations, e.invitationKeyBytes, e.invitationPayloadBytes) = try count(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(email AS BLOB))), 0) FROM invitations")
+        return e
     }
 
     /// Streams every record, in an order that rebuilds the directory, to `body`, in one read
@@ -335,12 +388,17 @@ public final class MembershipStore: @unchecked Sendable {
         let (order, sorted) = Self.writeOrder(batch)
         if sorted { try db.execute(sql: Self.dropIndexes) }
         var writer = RowWriter(db)
+        var sizes = DirectoryBuilder.Expected()
         for (n, i) in order.enumerated() {
             try writer.write(batch[Int(i)].record)
+            sizes.count(batch[Int(i)].record)
             // An invalid batch is usually found early: stop writing for nothing.
             if n & 0x3FFF == 0, validation.failed { return false }
         }
         if sorted { try db.execute(sql: Self.createIndexes) }
+        // For the next start-up (a key written twice in the batch is counted twice: the
+        // sizes are a hint).
+        try writeSizes(sizes, db)
         return true
     }
 

@@ -209,10 +209,34 @@ private let seed = """
             #expect(Set(sync.current.directory.records()) == before)
             #expect(try MembershipStore(path: path).revision() == 1)
             #expect(Set(try MembershipStore(path: path).load().records.map(\.record)) == before)
+            // Nothing is left of the new file the replace was being written into.
+            #expect(!FileManager.default.fileExists(atPath: path + ".new"))
         }
         lines.append(#"{"kind":"member","org":"o7","user":"u1","role":"owner"}"#)
         #expect(try sync.sync(records(lines.joined(separator: "\n")), mode: .replace).get().upserted == 40_001)
         #expect(try MembershipStore(path: path).load().records.count == 40_001)
+    }
+
+    /// A replace renames a new file over the store; another store of the same path open in
+    /// the process would then go on reading (and writing) the replaced file. So with one
+    /// open, the replace is made in place, and both see it; alone again, by rename.
+    @Test func replaceWhileAnotherStoreOfThePathIsOpen() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        var other: MembershipStore? = try MembershipStore(path: path)
+        #expect(try other?.revision() == 1)
+        _ = try sync.sync(records(#"{"kind":"org","id":"solo"}"# + "\n" + #"{"kind":"member","org":"solo","user":"u1","role":"owner"}"#), mode: .replace).get()
+        #expect(try other?.revision() == 2)
+        #expect(Set(try other?.load().records.map(\.record) ?? []) == Set(sync.current.directory.records()))
+        other = nil
+        _ = try sync.sync(records(seed), mode: .replace).get()
+        let reopened = try MembershipStore(path: path)
+        #expect(try reopened.revision() == 3)
+        #expect(Set(try reopened.load().records.map(\.record)) == Set(sync.current.directory.records()))
+        // The store keeps taking batches after a swap.
+        _ = try sync.sync(records(#"{"kind":"org","id":"after"}"#), mode: .apply).get()
+        #expect(try reopened.revision() == 4)
     }
 }
 
