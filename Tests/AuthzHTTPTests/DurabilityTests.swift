@@ -250,8 +250,8 @@ struct DurabilityTests {
             // A replace writes a new file next to the store and renames it over the store;
             // the store's own WAL grows only when it replaces in place.
             let wal = store + "-wal", newFile = store + ".new"
-            func size(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
-            let walBefore = size(wal)
+            func fileSize(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
+            let walBefore = fileSize(wal)
             let sent = DispatchSemaphore(value: 0)
             let finished = DispatchSemaphore(value: 0)
             let answer = Locked<HTTPResponse?>(nil)
@@ -276,7 +276,7 @@ struct DurabilityTests {
                 // Wait for the transaction to start writing (or for the answer).
                 let deadline = ContinuousClock.now + .seconds(60)
                 while ContinuousClock.now < deadline && answer.withLock({ $0 == nil }) {
-                    if size(wal) > walBefore || size(newFile) > 0 { break }
+                    if fileSize(wal) > walBefore || fileSize(newFile) > 0 { break }
                     usleep(500)
                 }
             }
@@ -328,11 +328,12 @@ struct DurabilityTests {
         server = try ServeProcess(store: store, in: scratch, environment: ["AUTHZ_STORE_CRASH_AT": point])
         let answer = try? server.sync(bigState("new", 2_000), query: "?mode=replace")
         #expect(answer == nil || answer?.status != 200, "acknowledged although killed before: \(answer?.text ?? "")")
+        if answer != nil { server.kill9() }  // it did not crash: do not wait for it
         server.process.waitUntilExit()
         #expect(server.process.terminationReason == .uncaughtSignal && server.process.terminationStatus == SIGKILL)
 
         server = try ServeProcess(store: store, in: scratch)
-        let revision = try server.http.readyRevision()
+        let revision = try #require(try server.http.readyRevision())
         let members = try server.http.subjects("big", "read", "sandbox:s")
         if point == "renamed" {
             #expect(revision == 3)
