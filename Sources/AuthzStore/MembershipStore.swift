@@ -193,30 +193,67 @@ public final class MembershipStore: @unchecked Sendable {
     }
 
     /// Streams every record, in an order that rebuilds the directory, to `body`, in one read
-    /// transaction; returns the revision they are at.
+    /// transaction; returns the revision they are at. A second thread reads the rows out of
+    /// SQLite (as bytes, see `RowChunks`) while this one makes them records and calls `body`.
     public func load(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
-        try withPool { pool in try pool.read { db in
-            try RowReader.each(db, "SELECT id, personal, suspended, suspended_until FROM orgs") { r in
-                body(.org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: r.timestamp(3))))
+        try withPool { pool in
+            let chunks = RowChunks()
+            let reading = Concurrently { () throws -> Int64 in
+                defer { chunks.finish() }
+                return try pool.read { db in
+                    var chunk: [UInt8] = []
+                    chunk.reserveCapacity(RowChunks.chunkBytes + 4096)
+                    for (table, sql) in Self.loadQueries.enumerated() {
+                        try RowChunks.copy(db, sql, table: UInt8(table), into: &chunk, sending: chunks)
+                    }
+                    if !chunk.isEmpty { chunks.send(chunk) }
+                    return try Self.revision(db)
+                }
             }
-            try RowReader.each(db, "SELECT id, email, email_verified FROM users") { r in
-                body(.user(.init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2))))
+            var state = LoadState()
+            while let chunk = chunks.next() {
+                RowChunks.rows(of: chunk) { table, row in body(Self.record(table, row, &state)) }
             }
-            try RowReader.each(db, "SELECT org, id, permissions FROM roles") { r in
-                body(.role(.init(org: r.text(0), id: r.text(1), permissions: r.list(2))))
-            }
-            try RowReader.each(db, "SELECT org, user, role, assignments FROM members") { r in
-                body(.member(.init(org: r.text(0), user: r.text(1), role: r.text(2), assignments: r.list(3))))
-            }
-            try RowReader.each(db, "SELECT id, org, user, permissions, expires_at FROM api_keys") { r in
-                body(.apiKey(.init(id: r.text(0), org: r.text(1), user: r.text(2), permissions: r.list(3), expiresAt: r.timestamp(4))))
-            }
-            try RowReader.each(db, "SELECT id, org, email, role, assignments, status, expires_at FROM invitations") { r in
-                body(.invitation(.init(id: r.text(0), org: r.text(1), email: r.text(2), role: r.text(3), assignments: r.list(4),
-                                       status: r.text(5), expiresAt: r.timestamp(6))))
-            }
-            return try Self.revision(db)
-        } }
+            return try reading.result.get()
+        }
+    }
+
+    /// What `load` reads, table by table (the order rebuilds the directory: orgs before what
+    /// belongs to them, roles before the members that hold them), and how many columns.
+    private static let loadQueries = [
+        "SELECT id, personal, suspended, suspended_until FROM orgs",
+        "SELECT id, email, email_verified FROM users",
+        "SELECT org, id, permissions FROM roles",
+        "SELECT org, user, role, assignments FROM members",
+        "SELECT id, org, user, permissions, expires_at FROM api_keys",
+        "SELECT id, org, email, role, assignments, status, expires_at FROM invitations",
+    ]
+    static func columns(of table: UInt8) -> Int { [4, 3, 3, 4, 5, 7][Int(table)] }
+
+    /// Strings and lists shared from row to row while loading.
+    private struct LoadState {
+        var org = "", role = ""
+        var lists = ListCache()
+    }
+
+    /// The record a row of `loadQueries[table]` stores.
+    private static func record(_ table: UInt8, _ r: some RowColumns, _ state: inout LoadState) -> AuthzCore.Record {
+        switch table {
+        case 0:
+            .org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: r.timestamp(3)))
+        case 1:
+            .user(.init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2)))
+        case 2:
+            .role(.init(org: r.text(0), id: r.text(1), permissions: r.list(2)))
+        case 3:
+            .member(.init(org: r.text(0, repeating: &state.org), user: r.text(1), role: r.text(2, repeating: &state.role),
+                          assignments: r.list(3, cache: &state.lists)))
+        case 4:
+            .apiKey(.init(id: r.text(0), org: r.text(1), user: r.text(2), permissions: r.list(3), expiresAt: r.timestamp(4)))
+        default:
+            .invitation(.init(id: r.text(0), org: r.text(1), email: r.text(2), role: r.text(3), assignments: r.list(4),
+                              status: r.text(5), expiresAt: r.timestamp(6)))
+        }
     }
 
     /// What went wrong committing: the store refused or the revision moved under us.
