@@ -366,12 +366,15 @@ public final class MembershipStore: @unchecked Sendable {
             // file, and SQLite would read them into the new one. A TRUNCATE checkpoint copies
             // them into the old file and empties the WAL; nothing writes after it (`lock`,
             // `alone`, and `StoreLock` keeps other processes out).
+            // A reader in another process (a `sqlite3` shell) can keep it from completing:
+            // then the swap is given up for a replace in place.
             let (walFrames, found) = try pool.writeWithoutTransaction { db in
-                (try db.checkpoint(.truncate).walFrameCount, try Self.revision(db))
+                ((try? db.checkpoint(.truncate))?.walFrameCount ?? -1, try Self.revision(db))
             }
             guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
             guard walFrames == 0 else { return false }
-            try pool.close()
+            // GRDB closes all connections or none.
+            do { try pool.close() } catch { return false }
             CrashPoint.reached(.oldWALEmptied)
             let swapped = Result { () throws -> Bool in
                 guard Self.fileSize(path + "-wal") ?? 0 == 0 else { return false }
