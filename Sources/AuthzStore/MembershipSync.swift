@@ -56,8 +56,8 @@ public final class MembershipSync: @unchecked Sendable {
         // never sit in memory all at once (a million members would be several hundred MB).
         // One thread: reading on a second one and handing records over measured slower
         // (strings allocated on one thread and freed on another contend in malloc).
-        // The store remembers the sizes it held at the last load or replace; it counts them
-        // (a scan of every table) only when it does not.
+        // The store remembers the sizes it held at its last load or replace, if no batch was
+        // applied since; else it counts them (a scan of every table).
         var builder = DirectoryBuilder(policy: policy, expected: try store.expectedSizes())
         var sizes = DirectoryBuilder.Expected()
         let revision = try store.load { record in
@@ -73,8 +73,8 @@ public final class MembershipSync: @unchecked Sendable {
         }
         self.revision = revision
         publish(directory, revision)
-        // Exact as of now, for the next start; not worth failing a start over.
-        try? store.rememberSizes(sizes)
+        // For the next start, if no batch comes first; not worth failing a start over.
+        try? store.rememberSizes(sizes, revision: revision)
         store.releaseMemory()
         Self.returnFreedMemory()
     }
