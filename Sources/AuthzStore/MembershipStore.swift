@@ -1,20 +1,41 @@
 import AuthzCore
 import Foundation
 import GRDB
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The durable copy of the membership data: SQLite through GRDB, in WAL mode with full
 /// synchronous commits, so that a batch acknowledged to a client survives a crash or a
 /// SIGKILL. One table per record kind; the revision of the last accepted sync sits in `meta`
 /// and is written in the same transaction as the data it stamps.
-public final class MembershipStore: Sendable {
+public final class MembershipStore: @unchecked Sendable {
     public let path: String
-    private let pool: DatabasePool
+    /// Guards `pool`, which a replace swaps for one on the new file.
+    private let lock = NSLock()
+    private var pool: DatabasePool
+    /// This process's exclusive hold on the store (see `StoreLock`).
+    private let ownership: StoreLock
 
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`. Fails if another process has it open.
     public init(path: String) throws {
         self.path = path
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        ownership = try StoreLock(path: path)
+        // A replace that was killed before its rename leaves its new file behind: the store
+        // is the old state, and the new file is garbage.
+        if ownership.first { Self.removeFiles(of: Self.newFilePath(path)) }
+        pool = try Self.open(path)
+    }
+
+    deinit {
+        // Before `ownership` is released: another store of this path may swap the file as
+        // soon as this one no longer counts.
+        try? pool.close()
+    }
+
+    private static func open(_ path: String) throws -> DatabasePool {
         var config = Configuration()
         config.label = "authz-store"
         config.busyMode = .timeout(5)
@@ -29,8 +50,16 @@ public final class MembershipStore: Sendable {
                 try db.execute(sql: "PRAGMA cache_size = -262144")
             }
         }
-        pool = try DatabasePool(path: path, configuration: config)
+        let pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)
+        return pool
+    }
+
+    /// Runs `body` with the current connection pool, which no replace swaps meanwhile.
+    private func withPool<T>(_ body: (DatabasePool) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(pool)
     }
 
     private static var migrator: DatabaseMigrator {
@@ -70,12 +99,12 @@ public final class MembershipStore: Sendable {
     /// Frees SQLite's page caches (up to 256 MB a connection after a bulk read or write):
     /// the service answers from its directory, not from the store.
     public func releaseMemory() {
-        pool.releaseMemory()
+        lock.withLock { pool.releaseMemory() }
     }
 
     /// The revision of the last committed sync (0 for a new store).
     public func revision() throws -> Int64 {
-        try pool.read { db in try Self.revision(db) }
+        try withPool { pool in try pool.read { db in try Self.revision(db) } }
     }
 
     private static func revision(_ db: Database) throws -> Int64 {
@@ -89,57 +118,147 @@ public final class MembershipStore: Sendable {
         return (out, revision)
     }
 
-    /// How many rows of each kind the store holds, and their key bytes (to size a directory).
+    /// How many rows of each kind the store holds, and their key bytes (to size a directory):
+    /// the sizes the store remembers, if they are of its current revision (a replace writes
+    /// them, and so does a load, `rememberSizes`), else counted in a scan of every table
+    /// (0.2-0.25 s of CPU at 1M memberships).
     public func expectedSizes() throws -> DirectoryBuilder.Expected {
-        try pool.read { db in
-            var e = DirectoryBuilder.Expected()
-            func count(_ sql: String) throws -> (Int, Int) {
-                let row = try Row.fetchOne(db, sql: sql)
-                return (row?[0] ?? 0, row?[1] ?? 0)
+        try withPool { pool in
+            try pool.read { db in
+                if let remembered = try Self.rememberedSizes(db) { return remembered }
+                return try Self.countSizes(db)
             }
-            // Bytes stored after the keys (emails; an api key's org and user; an invitation's
-            // org and email), in the same scan.
-            func count(_ sql: String) throws -> (Int, Int, Int) {
-                let row = try Row.fetchOne(db, sql: sql)
-                return (row?[0] ?? 0, row?[1] ?? 0, row?[2] ?? 0)
-            }
-            (e.orgs, e.orgKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM orgs")
-            (e.users, e.userKeyBytes, e.userPayloadBytes) = try count(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(email AS BLOB))), 0) FROM users")
-            (e.roles, e.roleKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(id AS BLOB))), 0) FROM roles")
-            (e.members, e.memberKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(user AS BLOB))), 0) FROM members")
-            (e.apiKeys, e.apiKeyKeyBytes, e.apiKeyPayloadBytes) = try count(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(user AS BLOB))), 0) FROM api_keys")
-            (e.invitations, e.invitationKeyBytes, e.invitationPayloadBytes) = try count(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(email AS BLOB))), 0) FROM invitations")
-            return e
         }
     }
 
+    /// Remembers `sizes` (counted while loading the store at `revision`) for the next
+    /// `expectedSizes`, unless the store has moved on. Any batch applied after makes them stale
+    /// (the next start counts again): a directory sized too small grows by steps, and one sized
+    /// far too large holds the memory until it is fitted.
+    public func rememberSizes(_ sizes: DirectoryBuilder.Expected, revision: Int64) throws {
+        try withPool { pool in
+            if try pool.read({ db in try Self.rememberedSizes(db) }) != nil { return }
+            try pool.write { db in
+                guard try Self.revision(db) == revision else { return }
+                try Self.writeSizes(sizes, revision: revision, db)
+            }
+        }
+    }
+
+    /// The sizes, as `meta` rows named `size.<field>`.
+    private static func sizeFields() -> [(String, WritableKeyPath<DirectoryBuilder.Expected, Int>)] {
+        [("orgs", \.orgs), ("users", \.users), ("members", \.members), ("roles", \.roles), ("api_keys", \.apiKeys),
+         ("invitations", \.invitations), ("org_key_bytes", \.orgKeyBytes), ("user_key_bytes", \.userKeyBytes),
+         ("member_key_bytes", \.memberKeyBytes), ("role_key_bytes", \.roleKeyBytes), ("api_key_key_bytes", \.apiKeyKeyBytes),
+         ("invitation_key_bytes", \.invitationKeyBytes), ("user_payload_bytes", \.userPayloadBytes),
+         ("api_key_payload_bytes", \.apiKeyPayloadBytes), ("invitation_payload_bytes", \.invitationPayloadBytes)]
+    }
+
+    private static func writeSizes(_ sizes: DirectoryBuilder.Expected, revision: Int64, _ db: Database) throws {
+        try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('size.revision', ?)", arguments: [revision])
+        for (name, field) in sizeFields() {
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", arguments: ["size.\(name)", sizes[keyPath: field]])
+        }
+    }
+
+    private static func rememberedSizes(_ db: Database) throws -> DirectoryBuilder.Expected? {
+        var e = DirectoryBuilder.Expected()
+        let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM meta WHERE key LIKE 'size.%'")
+        var values: [String: Int] = [:]
+        for row in rows { values[row[0]] = row[1] }
+        guard values["size.revision"].map(Int64.init) == (try revision(db)) else { return nil }
+        for (name, field) in sizeFields() {
+            guard let v = values["size.\(name)"] else { return nil }
+            e[keyPath: field] = v
+        }
+        return e
+    }
+
+    private static func countSizes(_ db: Database) throws -> DirectoryBuilder.Expected {
+        var e = DirectoryBuilder.Expected()
+        func count(_ sql: String) throws -> (Int, Int) {
+            let row = try Row.fetchOne(db, sql: sql)
+            return (row?[0] ?? 0, row?[1] ?? 0)
+        }
+        // Bytes stored after the keys (emails; an api key's org and user; an invitation's
+        // org and email), in the same scan.
+        func count(_ sql: String) throws -> (Int, Int, Int) {
+            let row = try Row.fetchOne(db, sql: sql)
+            return (row?[0] ?? 0, row?[1] ?? 0, row?[2] ?? 0)
+        }
+        (e.orgs, e.orgKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0) FROM orgs")
+        (e.users, e.userKeyBytes, e.userPayloadBytes) = try count(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(email AS BLOB))), 0) FROM users")
+        (e.roles, e.roleKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(id AS BLOB))), 0) FROM roles")
+        (e.members, e.memberKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(user AS BLOB))), 0) FROM members")
+        (e.apiKeys, e.apiKeyKeyBytes, e.apiKeyPayloadBytes) = try count(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(user AS BLOB))), 0) FROM api_keys")
+        (e.invitations, e.invitationKeyBytes, e.invitationPayloadBytes) = try count(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(email AS BLOB))), 0) FROM invitations")
+        return e
+    }
+
     /// Streams every record, in an order that rebuilds the directory, to `body`, in one read
-    /// transaction; returns the revision they are at.
+    /// transaction; returns the revision they are at. A second thread reads the rows out of
+    /// SQLite (as bytes, see `RowChunks`) while this one makes them records and calls `body`.
     public func load(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
-        try pool.read { db in
-            try RowReader.each(db, "SELECT id, personal, suspended, suspended_until FROM orgs") { r in
-                body(.org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: r.timestamp(3))))
+        try withPool { pool in
+            let chunks = RowChunks()
+            let reading = Concurrently { () throws -> Int64 in
+                defer { chunks.finish() }
+                return try pool.read { db in
+                    var chunk: [UInt8] = []
+                    chunk.reserveCapacity(RowChunks.chunkBytes + 4096)
+                    for (table, sql) in Self.loadQueries.enumerated() {
+                        try RowChunks.copy(db, sql, table: UInt8(table), into: &chunk, sending: chunks)
+                    }
+                    if !chunk.isEmpty { chunks.send(chunk) }
+                    return try Self.revision(db)
+                }
             }
-            try RowReader.each(db, "SELECT id, email, email_verified FROM users") { r in
-                body(.user(.init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2))))
+            var state = LoadState()
+            while let chunk = chunks.next() {
+                RowChunks.rows(of: chunk) { table, row in body(Self.record(table, row, &state)) }
             }
-            try RowReader.each(db, "SELECT org, id, permissions FROM roles") { r in
-                body(.role(.init(org: r.text(0), id: r.text(1), permissions: r.list(2))))
-            }
-            try RowReader.each(db, "SELECT org, user, role, assignments FROM members") { r in
-                body(.member(.init(org: r.text(0), user: r.text(1), role: r.text(2), assignments: r.list(3))))
-            }
-            try RowReader.each(db, "SELECT id, org, user, permissions, expires_at FROM api_keys") { r in
-                body(.apiKey(.init(id: r.text(0), org: r.text(1), user: r.text(2), permissions: r.list(3), expiresAt: r.timestamp(4))))
-            }
-            try RowReader.each(db, "SELECT id, org, email, role, assignments, status, expires_at FROM invitations") { r in
-                body(.invitation(.init(id: r.text(0), org: r.text(1), email: r.text(2), role: r.text(3), assignments: r.list(4),
-                                       status: r.text(5), expiresAt: r.timestamp(6))))
-            }
-            return try Self.revision(db)
+            return try reading.result.get()
+        }
+    }
+
+    /// What `load` reads, table by table (the order rebuilds the directory: orgs before what
+    /// belongs to them, roles before the members that hold them), and how many columns.
+    private static let loadQueries = [
+        "SELECT id, personal, suspended, suspended_until FROM orgs",
+        "SELECT id, email, email_verified FROM users",
+        "SELECT org, id, permissions FROM roles",
+        "SELECT org, user, role, assignments FROM members",
+        "SELECT id, org, user, permissions, expires_at FROM api_keys",
+        "SELECT id, org, email, role, assignments, status, expires_at FROM invitations",
+    ]
+    static func columns(of table: UInt8) -> Int { [4, 3, 3, 4, 5, 7][Int(table)] }
+
+    /// Strings and lists shared from row to row while loading.
+    private struct LoadState {
+        var org = "", role = ""
+        var lists = ListCache()
+    }
+
+    /// The record a row of `loadQueries[table]` stores.
+    private static func record(_ table: UInt8, _ r: some RowColumns, _ state: inout LoadState) -> AuthzCore.Record {
+        switch table {
+        case 0:
+            .org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: r.timestamp(3)))
+        case 1:
+            .user(.init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2)))
+        case 2:
+            .role(.init(org: r.text(0), id: r.text(1), permissions: r.list(2)))
+        case 3:
+            .member(.init(org: r.text(0, repeating: &state.org), user: r.text(1), role: r.text(2, repeating: &state.role),
+                          assignments: r.list(3, cache: &state.lists)))
+        case 4:
+            .apiKey(.init(id: r.text(0), org: r.text(1), user: r.text(2), permissions: r.list(3), expiresAt: r.timestamp(4)))
+        default:
+            .invitation(.init(id: r.text(0), org: r.text(1), email: r.text(2), role: r.text(3), assignments: r.list(4),
+                              status: r.text(5), expiresAt: r.timestamp(6)))
         }
     }
 
@@ -156,51 +275,201 @@ public final class MembershipStore: Sendable {
     /// Applies a validated batch in one transaction and stamps it `revision`; returns only
     /// once the commit is durable. `previous` guards against a second writer.
     public func apply(_ records: [LocatedRecord], revision: Int64, previous: Int64) throws {
-        try pool.write { db in
-            let found = try Self.revision(db)
-            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
-            var writer = RowWriter(db)
-            for r in records { try writer.write(r.record) }
-            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+        try withPool { pool in
+            try pool.write { db in
+                let found = try Self.revision(db)
+                guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+                var writer = RowWriter(db)
+                for r in records { try writer.write(r.record) }
+                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+            }
+            if records.count > 10_000 { truncateWAL(pool) }
         }
     }
 
     /// Replaces the whole state with `batch` (a replace's records, in order) and stamps it
     /// `revision`, while `validate` runs on a second thread: the rows are written as the batch
-    /// is validated, and the transaction commits only if `validate` returns. If it throws,
+    /// is validated, and the replace commits only if `validate` returns. If it throws,
     /// nothing changes and its error is rethrown (a failed store write throws the store's).
     /// Returns `validate`'s result once the commit is durable.
+    ///
+    /// The rows go into a new file, renamed over the store once validated (`replaceByRename`):
+    /// deleting and re-inserting every row in place would reuse the freed pages out of order,
+    /// and the next start-up would read the tables scattered over the file. In place only if
+    /// another `MembershipStore` of the same path is open in this process.
     public func replace<T: Sendable>(with batch: [LocatedRecord], revision: Int64, previous: Int64,
                                      validatingMeanwhile validate: @escaping @Sendable () throws -> T) throws -> T {
         let validation = Concurrently(validate)
+        lock.lock()
+        defer { lock.unlock() }
         do {
-            try pool.write { db in
-                let found = try Self.revision(db)
-                guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
-                for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
-                    try db.execute(sql: "DELETE FROM \(table)")
-                }
-                // Bulk load: secondary indexes are dropped and built again after the inserts
-                // (a sort), instead of taking a million random inserts each. Same transaction.
-                // Not when the batch deletes: each cascade would scan whole tables.
-                let (order, sorted) = Self.writeOrder(batch)
-                if sorted { try db.execute(sql: Self.dropIndexes) }
-                var writer = RowWriter(db)
-                for (n, i) in order.enumerated() {
-                    try writer.write(batch[Int(i)].record)
-                    // An invalid batch is usually found early: stop writing for nothing.
-                    if n & 0x3FFF == 0, validation.failed { break }
-                }
-                if sorted { try db.execute(sql: Self.createIndexes) }
-                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
-                // Throwing here rolls the transaction back.
-                _ = try validation.result.get()
+            let found = try pool.read { db in try Self.revision(db) }
+            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+            var renamed = false
+            if ownership.alone({ true }) != nil {
+                renamed = try replaceByRename(batch, revision: revision, previous: previous, validation: validation)
+            }
+            if !renamed {
+                try replaceInPlace(batch, revision: revision, previous: previous, validation: validation)
             }
         } catch {
             if case .failure(let invalid) = validation.result { throw invalid }
             throw error
         }
         return try validation.result.get()
+    }
+
+    /// The path a replace writes its new file to, next to the store (a rename stays in one
+    /// file system).
+    static func newFilePath(_ path: String) -> String { path + ".new" }
+
+    /// A file and what SQLite may have left beside it.
+    private static func removeFiles(of path: String) {
+        for suffix in ["", "-journal", "-wal", "-shm"] { unlink(path + suffix) }
+    }
+
+    /// Writes the replace into a new file, without a journal (a crash leaves only a file that
+    /// nothing reads), syncs it, waits for the validation, and swaps it in with one rename.
+    /// The rename is the commit: before it a crash leaves the old store; after it, the new.
+    /// Returns false, changing nothing, if the swap cannot be done safely (the caller then
+    /// replaces in place). Under `lock`.
+    private func replaceByRename(_ batch: [LocatedRecord], revision: Int64, previous: Int64,
+                                 validation: Concurrently<some Sendable>) throws -> Bool {
+        let newPath = Self.newFilePath(path)
+        Self.removeFiles(of: newPath)
+        var removeNew = true
+        defer { if removeNew { Self.removeFiles(of: newPath) } }
+
+        var config = Configuration()
+        config.label = "authz-store-new"
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA journal_mode = OFF")
+            try db.execute(sql: "PRAGMA synchronous = OFF")
+            try db.execute(sql: "PRAGMA cache_size = -262144")
+        }
+        let queue = try DatabaseQueue(path: newPath, configuration: config)
+        try Self.migrator.migrate(queue)
+        let complete = try queue.writeWithoutTransaction { db in
+            // One transaction for speed; with no journal it cannot roll back, and need not:
+            // an incomplete file is removed.
+            try db.execute(sql: "BEGIN")
+            let complete = try Self.writeRows(batch, revision: revision, into: db, validation: validation)
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+            try db.execute(sql: "COMMIT")
+            // The store is a WAL database: say so in the new file's header now, not at the
+            // first open after the swap.
+            try db.execute(sql: "PRAGMA journal_mode = WAL")
+            return complete
+        }
+        try queue.close()
+        _ = try validation.result.get()
+        guard complete else { return false }
+        try Self.sync(newPath)
+        CrashPoint.reached(.newFileWritten)
+
+        return try ownership.alone { () throws -> Bool in
+            // The old WAL must be empty before the rename: its frames are pages of the old
+            // file, and SQLite would read them into the new one. A TRUNCATE checkpoint copies
+            // them into the old file and empties the WAL; nothing writes after it (`lock`,
+            // `alone`, and `StoreLock` keeps other processes out).
+            // A reader in another process (a `sqlite3` shell) can keep it from completing:
+            // then the swap is given up for a replace in place.
+            let (walFrames, found) = try pool.writeWithoutTransaction { db in
+                ((try? db.checkpoint(.truncate))?.walFrameCount ?? -1, try Self.revision(db))
+            }
+            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+            guard walFrames == 0 else { return false }
+            // GRDB closes all connections or none.
+            do { try pool.close() } catch { return false }
+            CrashPoint.reached(.oldWALEmptied)
+            let swapped = Result { () throws -> Bool in
+                guard Self.fileSize(path + "-wal") ?? 0 == 0 else { return false }
+                guard rename(newPath, path) == 0 else { throw Self.posixError(path) }
+                removeNew = false
+                CrashPoint.reached(.renamed)
+                // Durable: the rename is on disk before the replace is acknowledged.
+                try Self.sync(Self.directory(of: path))
+                return true
+            }
+            // Open again on whichever file is at `path` now. Should that fail after the
+            // rename, the replace is reported as failed although it is on disk (as when a
+            // commit's sync fails): every later use of the store fails, a restart loads it.
+            pool = try Self.open(path)
+            return try swapped.get()
+        } ?? false
+    }
+
+    /// The whole state in place, in one transaction of the store: every row deleted, the
+    /// batch written. Under `lock`.
+    private func replaceInPlace(_ batch: [LocatedRecord], revision: Int64, previous: Int64,
+                                validation: Concurrently<some Sendable>) throws {
+        try pool.write { db in
+            let found = try Self.revision(db)
+            guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
+            for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
+                try db.execute(sql: "DELETE FROM \(table)")
+            }
+            _ = try Self.writeRows(batch, revision: revision, into: db, validation: validation)
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+            // Throwing here rolls the transaction back.
+            _ = try validation.result.get()
+        }
+        truncateWAL(pool)
+    }
+
+    /// Empties the WAL after a large write. SQLite checkpoints it as it grows, but the file
+    /// keeps the size of the largest transaction, and a server that stops without closing the
+    /// store (SIGKILL) leaves all of it to be read back and indexed at the next start. Best
+    /// effort: a reader in the middle of a transaction makes it fail, and nothing depends on it.
+    private func truncateWAL(_ pool: DatabasePool) {
+        _ = try? pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+    }
+
+    /// Writes a replace's rows into empty tables; returns false if it stopped early because
+    /// the validation failed.
+    private static func writeRows(_ batch: [LocatedRecord], revision: Int64, into db: Database,
+                                  validation: Concurrently<some Sendable>) throws -> Bool {
+        // Bulk load: secondary indexes are dropped and built again after the inserts
+        // (a sort), instead of taking a million random inserts each. Same transaction.
+        // Not when the batch deletes: each cascade would scan whole tables.
+        let (order, sorted) = Self.writeOrder(batch)
+        if sorted { try db.execute(sql: Self.dropIndexes) }
+        var writer = RowWriter(db)
+        var sizes = DirectoryBuilder.Expected()
+        for (n, i) in order.enumerated() {
+            try writer.write(batch[Int(i)].record)
+            sizes.count(batch[Int(i)].record)
+            // An invalid batch is usually found early: stop writing for nothing.
+            if n & 0x3FFF == 0, validation.failed { return false }
+        }
+        if sorted { try db.execute(sql: Self.createIndexes) }
+        // For the next start-up (a key written twice in the batch is counted twice: the
+        // sizes are a hint).
+        try writeSizes(sizes, revision: revision, db)
+        return true
+    }
+
+    /// `fsync` of a file or directory.
+    private static func sync(_ path: String) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw posixError(path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw posixError(path) }
+    }
+
+    private static func posixError(_ path: String) -> any Error {
+        CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path,
+                                                 NSUnderlyingErrorKey: POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)])
+    }
+
+    private static func directory(of path: String) -> String {
+        let dir = (path as NSString).deletingLastPathComponent
+        return dir.isEmpty ? "." : dir
+    }
+
+    private static func fileSize(_ path: String) -> Int? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : nil
     }
 
     /// The order to write a replace's records in. Without deletes, (nearly) primary-key order:
@@ -227,7 +496,7 @@ public final class MembershipStore: Sendable {
 /// Runs a closure on its own thread at once; `result` waits for it. A thread rather than a
 /// Dispatch queue: a new thread inherits the caller's scheduling priority (the sync writer
 /// runs below the request threads, and so must its validation).
-private final class Concurrently<T: Sendable>: @unchecked Sendable {
+final class Concurrently<T: Sendable>: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private let lock = NSLock()
     private var outcome: Result<T, any Error>?
@@ -276,5 +545,23 @@ extension AuthzCore.Record {
         }
         prefix <<= UInt64(8 * (8 - n))
         return kind << 61 | prefix >> 3
+    }
+}
+
+/// Where a test may have the process killed in the middle of a replace by rename
+/// (`AUTHZ_STORE_CRASH_AT=<point>`, read once): SIGKILL, as a crash would, to show that the
+/// store then opens to exactly the old or the new state.
+enum CrashPoint: String {
+    /// The new file is complete and synced; the old store is untouched.
+    case newFileWritten = "new-file-written"
+    /// The old store's WAL is checkpointed and empty, its connections closed.
+    case oldWALEmptied = "old-wal-emptied"
+    /// The new file is in place; the directory is not synced yet, nothing acknowledged.
+    case renamed
+
+    private static let armed = ProcessInfo.processInfo.environment["AUTHZ_STORE_CRASH_AT"].flatMap(CrashPoint.init(rawValue:))
+
+    static func reached(_ point: CrashPoint) {
+        if armed == point { kill(getpid(), SIGKILL) }
     }
 }

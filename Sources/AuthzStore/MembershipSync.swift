@@ -56,8 +56,14 @@ public final class MembershipSync: @unchecked Sendable {
         // never sit in memory all at once (a million members would be several hundred MB).
         // One thread: reading on a second one and handing records over measured slower
         // (strings allocated on one thread and freed on another contend in malloc).
+        // The store remembers the sizes it held at its last load or replace, if no batch was
+        // applied since; else it counts them (a scan of every table).
         var builder = DirectoryBuilder(policy: policy, expected: try store.expectedSizes())
-        let revision = try store.load { builder.add($0) }
+        var sizes = DirectoryBuilder.Expected()
+        let revision = try store.load { record in
+            sizes.count(record)
+            builder.add(record)
+        }
         let t1 = clock.now
         do {
             directory = try builder.finish()
@@ -67,6 +73,8 @@ public final class MembershipSync: @unchecked Sendable {
         }
         self.revision = revision
         publish(directory, revision)
+        // For the next start, if no batch comes first; not worth failing a start over.
+        try? store.rememberSizes(sizes, revision: revision)
         store.releaseMemory()
         Self.returnFreedMemory()
     }

@@ -87,7 +87,7 @@ final class ServeProcess: @unchecked Sendable {
     private(set) var port = 0
     var http: HTTPClient { HTTPClient(port: port) }
 
-    init(store: String, in scratch: Scratch, extra: [String] = []) throws {
+    init(store: String, in scratch: Scratch, extra: [String] = [], environment: [String: String] = [:], waitForReady: Bool = true) throws {
         log = scratch.path("serve-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: try Built.executable())
@@ -95,6 +95,7 @@ final class ServeProcess: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment
         env["AUTHZ_ADMIN_TOKEN"] = Self.token
         env["AUTHZ_CHECK_TOKEN"] = nil
+        for (k, v) in environment { env[k] = v }
         process.environment = env
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.standardOutput = handle
@@ -103,7 +104,7 @@ final class ServeProcess: @unchecked Sendable {
         try process.run()
         do {
             port = try waitForPort()
-            try waitUntilReady()
+            if waitForReady { try waitUntilReady() }
         } catch {
             kill9()
             throw error
@@ -246,8 +247,11 @@ struct DurabilityTests {
             let request = HTTPClient.encode("POST", "/v1/sync?mode=replace", body: body, headers: [
                 "Content-Type": "application/x-ndjson", "Authorization": "Bearer \(ServeProcess.token)",
             ], close: true)
-            let wal = store + "-wal"
-            let walBefore = (try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0
+            // A replace writes a new file next to the store and renames it over the store;
+            // the store's own WAL grows only when it replaces in place.
+            let wal = store + "-wal", newFile = store + ".new"
+            func fileSize(_ path: String) -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
+            let walBefore = fileSize(wal)
             let sent = DispatchSemaphore(value: 0)
             let finished = DispatchSemaphore(value: 0)
             let answer = Locked<HTTPResponse?>(nil)
@@ -272,8 +276,7 @@ struct DurabilityTests {
                 // Wait for the transaction to start writing (or for the answer).
                 let deadline = ContinuousClock.now + .seconds(60)
                 while ContinuousClock.now < deadline && answer.withLock({ $0 == nil }) {
-                    let now = (try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0
-                    if now > walBefore { break }
+                    if fileSize(wal) > walBefore || fileSize(newFile) > 0 { break }
                     usleep(500)
                 }
             }
@@ -301,6 +304,82 @@ struct DurabilityTests {
         let r = try server.sync(#"{"kind":"member","org":"big","user":"late","role":"member"}"#, query: "?if_revision=\(state.revision)")
         #expect(r.status == 200, "\(r.text)")
         #expect(try server.http.allowed("user:late", "read", "sandbox:s", "big"))
+    }
+
+    /// A replace is written into a new file and renamed over the store. The server is killed
+    /// at each step of that (by itself, `AUTHZ_STORE_CRASH_AT`): with the new file written,
+    /// with the old WAL emptied and the store closed, and right after the rename (before the
+    /// directory is synced and anything acknowledged). The restarted server has exactly the
+    /// old state before the rename and exactly the new one after it, leaves nothing of the
+    /// new file behind, and takes a replace again.
+    @Test(arguments: ["new-file-written", "old-wal-emptied", "renamed"])
+    func aReplaceKilledAroundItsRenameIsAllOrNothing(point: String) throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let store = scratch.path("authz.sqlite")
+        var server = try ServeProcess(store: store, in: scratch)
+        defer { server.kill9() }
+        #expect(try server.sync(bigState("old", 300), query: "?mode=replace").status == 200)
+        // Applied batches after it sit in the old store's WAL, which the swap must not lose
+        // (before the rename) nor carry into the new file (after it).
+        #expect(try server.sync(#"{"kind":"member","org":"big","user":"wal","role":"member"}"#).status == 200)
+        server.kill9()
+
+        server = try ServeProcess(store: store, in: scratch, environment: ["AUTHZ_STORE_CRASH_AT": point])
+        let answer = try? server.sync(bigState("new", 2_000), query: "?mode=replace")
+        #expect(answer == nil || answer?.status != 200, "acknowledged although killed before: \(answer?.text ?? "")")
+        if answer != nil { server.kill9() }  // it did not crash: do not wait for it
+        server.process.waitUntilExit()
+        #expect(server.process.terminationReason == .uncaughtSignal && server.process.terminationStatus == SIGKILL)
+
+        server = try ServeProcess(store: store, in: scratch)
+        let revision = try #require(try server.http.readyRevision())
+        let members = try server.http.subjects("big", "read", "sandbox:s")
+        if point == "renamed" {
+            #expect(revision == 3)
+            #expect(members.count == 2_000 && members.allSatisfy { $0.hasPrefix("user:new") })
+        } else {
+            #expect(revision == 2)
+            #expect(members.count == 301 && members.contains("user:wal") && members.allSatisfy { $0.hasPrefix("user:old") || $0 == "user:wal" })
+        }
+        #expect(!FileManager.default.fileExists(atPath: store + ".new"))
+        let again = try server.sync(bigState("again", 100), query: "?mode=replace&if_revision=\(revision)")
+        #expect(again.status == 200, "\(again.text)")
+        #expect(try server.http.subjects("big", "read", "sandbox:s").count == 100)
+        server.kill9()
+        server = try ServeProcess(store: store, in: scratch)
+        #expect(try server.http.readyRevision() == revision + 1)
+        #expect(try server.http.allowed("user:again99", "create", "sandbox:s", "big"))
+    }
+
+    /// While a server has the store open, `authz sync --store` on it is refused (it would
+    /// race the server's writes, and a replace renames a new file over the store), and
+    /// changes nothing; once the server is gone it works.
+    @Test func aStoreInUseByAServerRefusesOfflineSync() throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let store = scratch.path("authz.sqlite")
+        var server = try ServeProcess(store: store, in: scratch)
+        defer { server.kill9() }
+        #expect(try server.sync(syncSeed).status == 200)
+        let replaced = try scratch.write("replace.jsonl", """
+        {"kind":"org","id":"acme"}
+        {"kind":"member","org":"acme","user":"u7","role":"owner"}
+        """)
+        for mode in [["--replace"], []] {
+            let refused = try runAuthz(["sync", "--store", store, "--policy", Built.policy] + mode + [replaced], in: scratch)
+            #expect(refused.status == 2)
+            #expect(refused.stderr.contains("in use by another process"), "\(refused.stderr)")
+        }
+        #expect(try server.http.readyRevision() == 1)
+        #expect(try server.http.allowed("user:u2", "create", "sandbox:s", "acme"))
+        server.kill9()
+
+        let ok = try runAuthz(["sync", "--store", store, "--policy", Built.policy, "--replace", replaced], in: scratch)
+        #expect(ok.status == 0, "\(ok.stderr)")
+        server = try ServeProcess(store: store, in: scratch)
+        #expect(try server.http.readyRevision() == 2)
+        #expect(try server.http.subjects("acme", "read", "sandbox:s") == ["user:u7"])
     }
 
     /// `serve --data` seeds an empty store before `/readyz` turns 200: the first ready answer

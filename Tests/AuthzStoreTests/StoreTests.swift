@@ -209,10 +209,67 @@ private let seed = """
             #expect(Set(sync.current.directory.records()) == before)
             #expect(try MembershipStore(path: path).revision() == 1)
             #expect(Set(try MembershipStore(path: path).load().records.map(\.record)) == before)
+            // Nothing is left of the new file the replace was being written into.
+            #expect(!FileManager.default.fileExists(atPath: path + ".new"))
         }
         lines.append(#"{"kind":"member","org":"o7","user":"u1","role":"owner"}"#)
         #expect(try sync.sync(records(lines.joined(separator: "\n")), mode: .replace).get().upserted == 40_001)
         #expect(try MembershipStore(path: path).load().records.count == 40_001)
+    }
+
+    /// A start-up reads the store on a second thread, in chunks of bytes: every kind of row,
+    /// NULLs, timestamps, repeated and distinct lists, over many chunks, load back exactly.
+    @Test func aLargeStoreLoadsBackExactly() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        var lines: [String] = []
+        for o in 0..<300 {
+            let org = "org-\(o)-" + String(repeating: "x", count: o % 40)
+            lines.append(#"{"kind":"org","id":"\#(org)","personal":\#(o % 7 == 0),"suspended":\#(o % 5 == 0),"suspended_until":\#(o % 10 == 0 ? #""2026-07-01T00:00:00Z""# : "null")}"#)
+            lines.append(#"{"kind":"role","org":"\#(org)","id":"custom-role-\#(o)-0123456789abcdef0123456789","permissions":["write:x"]}"#)
+            for m in 0..<100 {
+                let user = "user-\(m)-" + String(repeating: "u", count: m % 30)
+                let assignments = [#"[]"#, #"["dev"]"#, #"["developer"]"#, #"["dev","custom-role-\#(o)-0123456789abcdef0123456789"]"#][(m + o) % 4]
+                lines.append(#"{"kind":"member","org":"\#(org)","user":"\#(user)","role":"\#(m == 0 ? "owner" : "member")","assignments":\#(assignments)}"#)
+            }
+            lines.append(#"{"kind":"api_key","id":"key-\#(o)","org":"\#(org)","user":"user-1-u","permissions":["write:x"],"expires_at":\#(o % 2 == 0 ? #""2027-01-01T00:00:00Z""# : "null")}"#)
+            lines.append(#"{"kind":"invitation","id":"inv-\#(o)","org":"\#(org)","email":"i\#(o)@x.io","role":"member","assignments":["dev"],"status":"pending","expires_at":null}"#)
+        }
+        for m in 0..<100 {
+            let user = "user-\(m)-" + String(repeating: "u", count: m % 30)
+            lines.append(#"{"kind":"user","id":"\#(user)","email":\#(m % 3 == 0 ? "null" : #""U\#(m)@x.io""#),"email_verified":\#(m % 2 == 0)}"#)
+        }
+        _ = try sync.sync(records(lines.joined(separator: "\n")), mode: .replace).get()
+        let expected = Set(sync.current.directory.records())
+        #expect(expected.count == lines.count)
+        let (loaded, revision) = try MembershipStore(path: path).load()
+        #expect(revision == 1)
+        #expect(loaded.count == lines.count)
+        #expect(Set(loaded.map(\.record)) == expected)
+        let reopened = try MembershipSync(store: try MembershipStore(path: path), policy: try policy(), publish: { _, _ in })
+        #expect(Set(reopened.current.directory.records()) == expected)
+    }
+
+    /// A replace renames a new file over the store; another store of the same path open in
+    /// the process would then go on reading (and writing) the replaced file. So with one
+    /// open, the replace is made in place, and both see it; alone again, by rename.
+    @Test func replaceWhileAnotherStoreOfThePathIsOpen() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        var other: MembershipStore? = try MembershipStore(path: path)
+        #expect(try other?.revision() == 1)
+        _ = try sync.sync(records(#"{"kind":"org","id":"solo"}"# + "\n" + #"{"kind":"member","org":"solo","user":"u1","role":"owner"}"#), mode: .replace).get()
+        #expect(try other?.revision() == 2)
+        #expect(Set(try other?.load().records.map(\.record) ?? []) == Set(sync.current.directory.records()))
+        other = nil
+        _ = try sync.sync(records(seed), mode: .replace).get()
+        let reopened = try MembershipStore(path: path)
+        #expect(try reopened.revision() == 3)
+        #expect(Set(try reopened.load().records.map(\.record)) == Set(sync.current.directory.records()))
+        // The store keeps taking batches after a swap.
+        _ = try sync.sync(records(#"{"kind":"org","id":"after"}"#), mode: .apply).get()
+        #expect(try reopened.revision() == 4)
     }
 }
 
