@@ -75,7 +75,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzStoreTests",
-            dependencies: ["AuthzCore", "AuthzData", "AuthzStore"]
+            dependencies: ["AuthzCore", "AuthzData", "AuthzStore", .product(name: "GRDBSQLite", package: "GRDB.swift")]
         ),
         .testTarget(
             name: "AuthzPolicyTests",

@@ -11,6 +11,9 @@ import Glibc
 /// and is written in the same transaction as the data it stamps.
 public final class MembershipStore: @unchecked Sendable {
     public let path: String
+    /// `path` with symbolic links resolved: the file a replace renames over (renaming over
+    /// the link would replace the link, not the store, and the lock is taken on this path).
+    private let file: String
     /// Guards `pool`, which a replace swaps for one on the new file.
     private let lock = NSLock()
     private var pool: DatabasePool
@@ -23,10 +26,11 @@ public final class MembershipStore: @unchecked Sendable {
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         ownership = try StoreLock(path: path)
+        file = ownership.key
         // A replace that was killed before its rename leaves its new file behind: the store
         // is the old state, and the new file is garbage.
-        if ownership.first { Self.removeFiles(of: Self.newFilePath(path)) }
-        pool = try Self.open(path)
+        if ownership.first { Self.removeFiles(of: Self.newFilePath(file)) }
+        pool = try Self.open(file)
     }
 
     deinit {
@@ -51,8 +55,16 @@ public final class MembershipStore: @unchecked Sendable {
             }
         }
         let pool = try DatabasePool(path: path, configuration: config)
+        // GRDB sets `synchronous = NORMAL` on the writer when it turns WAL on, after
+        // `prepareDatabase`: NORMAL may lose the last commits on a power failure. FULL again.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Self.migrator.migrate(pool)
         return pool
+    }
+
+    /// The writer's `PRAGMA synchronous` (2 = FULL), for tests.
+    func writerSynchronousMode() throws -> Int {
+        try withPool { pool in try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 } }
     }
 
     /// Runs `body` with the current connection pool, which no replace swaps meanwhile.
@@ -335,6 +347,7 @@ public final class MembershipStore: @unchecked Sendable {
     /// replaces in place). Under `lock`.
     private func replaceByRename(_ batch: [LocatedRecord], revision: Int64, previous: Int64,
                                  validation: Concurrently<some Sendable>) throws -> Bool {
+        let path = file
         let newPath = Self.newFilePath(path)
         Self.removeFiles(of: newPath)
         var removeNew = true
@@ -352,10 +365,18 @@ public final class MembershipStore: @unchecked Sendable {
         let complete = try queue.writeWithoutTransaction { db in
             // One transaction for speed; with no journal it cannot roll back, and need not:
             // an incomplete file is removed.
+            // A failed write (a full disk) must not leave the transaction open: GRDB traps on
+            // a connection left in one. The file is removed either way.
             try db.execute(sql: "BEGIN")
-            let complete = try Self.writeRows(batch, revision: revision, into: db, validation: validation)
-            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
-            try db.execute(sql: "COMMIT")
+            let complete: Bool
+            do {
+                complete = try Self.writeRows(batch, revision: revision, into: db, validation: validation)
+                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
+                try db.execute(sql: "COMMIT")
+            } catch {
+                try? db.execute(sql: "ROLLBACK")
+                throw error
+            }
             // The store is a WAL database: say so in the new file's header now, not at the
             // first open after the swap.
             try db.execute(sql: "PRAGMA journal_mode = WAL")
@@ -379,11 +400,23 @@ public final class MembershipStore: @unchecked Sendable {
             }
             guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
             guard walFrames == 0 else { return false }
-            // GRDB closes all connections or none.
-            do { try pool.close() } catch { return false }
+            // Readers first (`releaseMemory` closes them), so that the writer closes last: the
+            // last connection to close deletes the -wal and -shm files, unless a connection of
+            // another process (a `sqlite3` shell) still has the store open. Then they stay,
+            // and the swap is given up: that connection would go on with the old file and
+            // share its -wal with the new one.
+            do {
+                pool.releaseMemory()
+                try pool.close()
+            } catch {
+                pool = try Self.open(path)
+                return false
+            }
             CrashPoint.reached(.oldWALEmptied)
             let swapped = Result { () throws -> Bool in
-                guard Self.fileSize(path + "-wal") ?? 0 == 0 else { return false }
+                guard !Self.exists(path + "-wal") && !Self.exists(path + "-shm") else { return false }
+                // The -wal's removal is on disk before the rename can be.
+                try Self.sync(Self.directory(of: path))
                 guard rename(newPath, path) == 0 else { throw Self.posixError(path) }
                 removeNew = false
                 CrashPoint.reached(.renamed)
@@ -467,9 +500,9 @@ public final class MembershipStore: @unchecked Sendable {
         return dir.isEmpty ? "." : dir
     }
 
-    private static func fileSize(_ path: String) -> Int? {
+    private static func exists(_ path: String) -> Bool {
         var st = stat()
-        return stat(path, &st) == 0 ? Int(st.st_size) : nil
+        return lstat(path, &st) == 0
     }
 
     /// The order to write a replace's records in. Without deletes, (nearly) primary-key order:

@@ -1,7 +1,8 @@
 import AuthzCore
 import AuthzData
-import AuthzStore
+@testable import AuthzStore
 import Foundation
+import GRDBSQLite
 import Testing
 
 private let now = Timestamp(rfc3339: "2026-06-01T00:00:00Z")!
@@ -31,6 +32,12 @@ private func records(_ text: String) -> [LocatedRecord] {
 private func tempStore() throws -> (MembershipStore, String) {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString)/authz.sqlite").path
     return (try MembershipStore(path: path), path)
+}
+
+private func inode(_ path: String) throws -> UInt64 {
+    var st = stat()
+    guard stat(path, &st) == 0 else { throw CocoaError(.fileNoSuchFile) }
+    return UInt64(st.st_ino)
 }
 
 private func allowed(_ d: Directory, _ s: String, _ a: String, _ org: String) -> Bool {
@@ -259,11 +266,14 @@ private let seed = """
         _ = try sync.sync(records(seed), mode: .apply).get()
         var other: MembershipStore? = try MembershipStore(path: path)
         #expect(try other?.revision() == 1)
+        let inPlace = try inode(path)
         _ = try sync.sync(records(#"{"kind":"org","id":"solo"}"# + "\n" + #"{"kind":"member","org":"solo","user":"u1","role":"owner"}"#), mode: .replace).get()
+        #expect(try inode(path) == inPlace)
         #expect(try other?.revision() == 2)
         #expect(Set(try other?.load().records.map(\.record) ?? []) == Set(sync.current.directory.records()))
         other = nil
         _ = try sync.sync(records(seed), mode: .replace).get()
+        #expect(try inode(path) != inPlace, "alone again, the replace renames a new file over the store")
         let reopened = try MembershipStore(path: path)
         #expect(try reopened.revision() == 3)
         #expect(Set(try reopened.load().records.map(\.record)) == Set(sync.current.directory.records()))
@@ -281,4 +291,64 @@ private final class Published: @unchecked Sendable {
     var set: @Sendable (Directory, Int64) -> Void {
         { [self] _, r in lock.withLock { _revision = r } }
     }
+}
+
+@Suite("Store files: durability settings and what else holds the file")
+struct StoreFileTests {
+    /// GRDB turns `synchronous` to NORMAL when it sets up WAL; the store's writer must commit
+    /// with FULL (a commit on disk before it returns), after opening and after a swap.
+    @Test func theWriterCommitsWithSynchronousFull() throws {
+        let (store, _) = try tempStore()
+        #expect(try store.writerSynchronousMode() == 2)
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .replace).get()
+        #expect(try store.writerSynchronousMode() == 2)
+    }
+
+    /// A connection of another program (a `sqlite3` shell) with the store open: a replace by
+    /// rename would leave it on the old file, sharing the -wal with the new one. The replace
+    /// is made in place instead, and that connection sees it.
+    @Test func aForeignConnectionKeepsTheReplaceInPlace() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        var shell: OpaquePointer?
+        #expect(sqlite3_open_v2(path, &shell, SQLITE_OPEN_READONLY, nil) == SQLITE_OK)
+        defer { sqlite3_close(shell) }
+        #expect(revision(shell) == 1)
+        let before = try inode(path)
+        _ = try sync.sync(records(#"{"kind":"org","id":"solo"}"#), mode: .replace).get()
+        #expect(try inode(path) == before)
+        #expect(revision(shell) == 2)
+        let reopened = try MembershipStore(path: path)
+        #expect(Set(try reopened.load().records.map(\.record)) == Set(sync.current.directory.records()))
+    }
+
+    /// A store reached through a symbolic link: a replace renames over the link's target,
+    /// and the link stays a link.
+    @Test func aReplaceThroughASymlinkReplacesTheTarget() throws {
+        let target = try {
+            let (store, target) = try tempStore()
+            let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+            _ = try sync.sync(records(seed), mode: .apply).get()
+            return target
+        }()
+        let before = try inode(target)
+        let link = FileManager.default.temporaryDirectory.appendingPathComponent("store-link-\(UUID().uuidString).sqlite").path
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
+        defer { try? FileManager.default.removeItem(atPath: link) }
+        let viaLink = try MembershipSync(store: try MembershipStore(path: link), policy: try policy(), publish: { _, _ in })
+        _ = try viaLink.sync(records(#"{"kind":"org","id":"solo"}"#), mode: .replace).get()
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == target)
+        #expect(try inode(target) != before, "renamed over the target")
+        #expect(try MembershipStore(path: target).revision() == 2)
+    }
+}
+
+/// The revision a plain SQLite connection reads from the store.
+private func revision(_ db: OpaquePointer?) -> Int64 {
+    var statement: OpaquePointer?
+    guard sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'revision'", -1, &statement, nil) == SQLITE_OK else { return -1 }
+    defer { sqlite3_finalize(statement) }
+    return sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int64(statement, 0) : -1
 }
