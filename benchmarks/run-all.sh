@@ -38,7 +38,7 @@ fi
   echo
   echo "Written by \`make bench\` (benchmarks/run-all.sh) from the files in results/; findings are hand-written in FINDINGS.md."
   echo
-  echo "- Written: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)'); parts skipped this time: ${SKIP:-none}"
+  echo "- Written: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet -- . ':!benchmarks/results' ':!benchmarks/RESULTS.md' || echo ' (with uncommitted changes)'); parts skipped this time: ${SKIP:-none}"
   echo "- Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); the cores are shared by the servers, wrk and the clients, and by other work on this machine"
   echo "- Toolchain: $(swift --version 2>/dev/null | head -1)"
   echo

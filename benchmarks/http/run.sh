@@ -133,7 +133,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), server threads $THREADS, wrk -t2 (-t1 at 1 connection), $DURATION per run, medians of $ROUNDS rounds; commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty'); data $ORGS orgs / $MEMBERS members; query mix: $mix"
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), server threads $THREADS, wrk -t2 (-t1 at 1 connection), $DURATION per run, medians of $ROUNDS rounds; commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- . ':!benchmarks/results' ':!benchmarks/RESULTS.md' || echo '+dirty'); data $ORGS orgs / $MEMBERS members; query mix: $mix"
 echo
 python3 - "$RESULTS" <<'PY'
 import sys, statistics, collections
