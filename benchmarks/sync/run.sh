@@ -55,6 +55,7 @@ hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER_PID/status; }
 now() { date +%s.%N; }
 p99() { awk '/ 99%/ {print $2}'; }
 p50() { awk '/ 50%/ {print $2}'; }
+took() { grep -o '[0-9.]* s,' "$1" | head -1 | tr -d ','; }
 
 # 1. Replace into an empty server.
 start_server; wait_ready
@@ -93,8 +94,8 @@ RSS2=$(rss_mb)
   echo "| server RSS 3 s after the replace (peak) | $RSS MB ($HWM MB) |"
   echo "| server start with that store, to /readyz 200 | $(printf %.2f "$START_S") s (RSS 3 s later: $RSS2 MB) |"
   echo "| GET /v1/check idle, 16 connections: req/s, p50, p99 | $(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/idle.txt"), $(p50 < "$WORK/idle.txt"), $(p99 < "$WORK/idle.txt") |"
-  echo "| GET /v1/check during a full replace: req/s, p50, p99 | $(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/busy.txt"), $(p50 < "$WORK/busy.txt"), $(p99 < "$WORK/busy.txt") |"
-  echo "| the same, the sync client at nice 10: req/s, p50, p99 | $(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/busy-niced.txt"), $(p50 < "$WORK/busy-niced.txt"), $(p99 < "$WORK/busy-niced.txt") |"
+  echo "| GET /v1/check during a full replace: req/s, p50, p99 | $(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/busy.txt"), $(p50 < "$WORK/busy.txt"), $(p99 < "$WORK/busy.txt"); the replace took $(took "$WORK/sync2.out") |"
+  echo "| the same, the sync client at nice 10: req/s, p50, p99 | $(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/busy-niced.txt"), $(p50 < "$WORK/busy-niced.txt"), $(p99 < "$WORK/busy-niced.txt"); the replace took $(took "$WORK/sync3.out") |"
   echo
   echo "sync: $(tail -1 "$WORK/sync.out")"
 } | tee "${RESULTS:-/dev/null}"
