@@ -152,10 +152,6 @@ struct ByteMap<Value: Sendable>: Sendable {
 
     // MARK: Lookup and update by String (building)
 
-    static func key(_ a: String, _ b: String) -> String {
-        a + String(decoding: [separator], as: UTF8.self) + b
-    }
-
     /// A stored key's hash: a composite key (one with the separator, which ids may not
     /// contain) hashes as its two parts, as `find(_:_:)` hashes them. Every key a map stores
     /// must hash the same way here as where it was inserted: slots are rebuilt from it.

@@ -131,13 +131,10 @@ public struct CompiledPolicy: Sendable {
     /// and assignments; `String` hashing was 8% of a build).
     private let permissionBytes: ByteMap<Int32>
     private let assignmentBytes: ByteMap<Int32>
-    private let actionIndex: ByteMap<Int32>       // "type<sep>action" -> id
     private let typeIndex: ByteMap<Int32>         // "type" -> index
     /// For each permission, the global assignments that grant it (bitmask over assignments).
     let assignmentsGranting: [UInt64]
-    /// `actions` as the decision reads them, indexed by action id.
-    let rules: [ActionRule]
-    /// The actions by type and name, with their rules, for the check path.
+    /// The actions by type and name, with their rules as the decision reads them (by id).
     let actionTable: ActionTable
 
     public init(_ d: PolicyDefinition) throws(PolicyDefinitionError) {
@@ -183,13 +180,13 @@ public struct CompiledPolicy: Sendable {
             throw fail("invitation statuses must be distinct and not empty")
         }
         var actions: [CompiledAction] = []
-        var actionIndex = ByteMap<Int32>(shardBits: 0)
         var typeIndex = ByteMap<Int32>(shardBits: 0)
         var types: [String] = []
         for (t, rt) in d.resourceTypes.enumerated() {
             guard Identifier.isValid(rt.name) else { throw fail("invalid resource type name `\(rt.name)`") }
             guard typeIndex.upsert(rt.name, Int32(t)) == nil else { throw fail("duplicate resource type `\(rt.name)`") }
             types.append(rt.name)
+            var actionNames = Set<String>()
             for a in rt.actions {
                 guard Identifier.isValid(a.name) else { throw fail("invalid action name `\(a.name)` in `\(rt.name)`") }
                 let requirement: Requirement
@@ -204,7 +201,7 @@ public struct CompiledPolicy: Sendable {
                 var conditions = ConditionSet(a.conditions)
                 if requirement == .invitee { conditions.insert(.invitee) }
                 let id = actions.count
-                guard actionIndex.upsert(ByteMap<Int32>.key(rt.name, a.name), Int32(id)) == nil else {
+                guard actionNames.insert(a.name).inserted else {
                     throw fail("duplicate action `\(a.name)` in `\(rt.name)`")
                 }
                 actions.append(CompiledAction(
@@ -236,10 +233,8 @@ public struct CompiledPolicy: Sendable {
         for (name, i) in assignIndex { assignmentBytes.upsert(name, Int32(i)) }
         self.permissionBytes = permissionBytes
         self.assignmentBytes = assignmentBytes
-        self.actionIndex = actionIndex
         self.typeIndex = typeIndex
         self.assignmentsGranting = granting
-        self.rules = actions.map { ActionRule(requirement: $0.requirement, conditions: $0.conditions, target: $0.target) }
         self.actionTable = ActionTable(actions.map { (types[$0.resourceType], $0.name, ActionRule(requirement: $0.requirement, conditions: $0.conditions, target: $0.target)) })
     }
 
@@ -273,7 +268,7 @@ public struct CompiledPolicy: Sendable {
 
     @inline(__always)
     func actionID(_ type: UnsafeRawBufferPointer, _ action: UnsafeRawBufferPointer) -> Int? {
-        actionIndex.find(type, action).map(Int.init)
+        actionTable.find(type, action)
     }
     @inline(__always)
     func typeID(_ type: UnsafeRawBufferPointer) -> Int? { typeIndex.find(type).map(Int.init) }
