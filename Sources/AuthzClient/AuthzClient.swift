@@ -17,7 +17,6 @@ public struct AuthzClient: Sendable {
     public let token: String?
     /// How long a request may take, from sending to the last byte of the answer.
     public let timeout: TimeInterval
-    private let http: HTTPClient
 
     /// The largest answer read (a batch of 10,000 explained decisions is a few megabytes).
     static let maxAnswerBytes = 64 << 20
@@ -26,7 +25,6 @@ public struct AuthzClient: Sendable {
         self.server = server
         self.token = token
         self.timeout = timeout
-        self.http = transport
     }
 
     /// One decision.
@@ -142,7 +140,7 @@ public struct AuthzClient: Sendable {
         let status: Int
         let data: Data
         do {
-            let response = try await http.execute(request, timeout: .nanoseconds(Int64(timeout * 1e9)))
+            let response = try await transport.execute(request, timeout: .nanoseconds(Int64(timeout * 1e9)))
             status = Int(response.status.code)
             data = Data(try await response.body.collect(upTo: Self.maxAnswerBytes).readableBytesView)
         } catch {

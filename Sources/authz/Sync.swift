@@ -101,7 +101,6 @@ struct Sync: AsyncParsableCommand {
             let locate: (Int) -> String
             if replace {
                 body = raw
-                raw = Data()
                 locate = { line in
                     guard let part = rawStarts.last(where: { $0.firstLine <= line }) else { return "line \(line)" }
                     return "\(part.file):\(line - part.firstLine + 1)"
