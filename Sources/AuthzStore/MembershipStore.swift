@@ -306,9 +306,10 @@ public final class MembershipStore: @unchecked Sendable {
     /// Returns `validate`'s result once the commit is durable.
     ///
     /// The rows go into a new file, renamed over the store once validated (`replaceByRename`):
-    /// deleting and re-inserting every row in place would reuse the freed pages out of order,
-    /// and the next start-up would read the tables scattered over the file. In place only if
-    /// another `MembershipStore` of the same path is open in this process.
+    /// in place, every row is deleted and written again, each page goes through the WAL and
+    /// then into the store, and a WAL the size of the store is left for the next start to
+    /// read. In place only when the swap cannot be made safely: another `MembershipStore` of
+    /// the same path open in this process, or another program's connection to the file.
     public func replace<T: Sendable>(with batch: [LocatedRecord], revision: Int64, previous: Int64,
                                      validatingMeanwhile validate: @escaping @Sendable () throws -> T) throws -> T {
         let validation = Concurrently(validate)
@@ -363,15 +364,13 @@ public final class MembershipStore: @unchecked Sendable {
         let queue = try DatabaseQueue(path: newPath, configuration: config)
         try Self.migrator.migrate(queue)
         let complete = try queue.writeWithoutTransaction { db in
-            // One transaction for speed; with no journal it cannot roll back, and need not:
-            // an incomplete file is removed.
-            // A failed write (a full disk) must not leave the transaction open: GRDB traps on
-            // a connection left in one. The file is removed either way.
+            // One transaction for speed. With no journal a rollback cannot restore the file,
+            // and need not (an incomplete file is removed), but a failed write (a full disk)
+            // must not leave the transaction open: GRDB traps on a connection left in one.
             try db.execute(sql: "BEGIN")
             let complete: Bool
             do {
                 complete = try Self.writeRows(batch, revision: revision, into: db, validation: validation)
-                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
                 try db.execute(sql: "COMMIT")
             } catch {
                 try? db.execute(sql: "ROLLBACK")
@@ -443,7 +442,6 @@ public final class MembershipStore: @unchecked Sendable {
                 try db.execute(sql: "DELETE FROM \(table)")
             }
             _ = try Self.writeRows(batch, revision: revision, into: db, validation: validation)
-            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
             // Throwing here rolls the transaction back.
             _ = try validation.result.get()
         }
@@ -458,8 +456,8 @@ public final class MembershipStore: @unchecked Sendable {
         _ = try? pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
     }
 
-    /// Writes a replace's rows into empty tables; returns false if it stopped early because
-    /// the validation failed.
+    /// Writes a replace's rows into empty tables and stamps them `revision`; returns false if
+    /// it stopped early because the validation failed.
     private static func writeRows(_ batch: [LocatedRecord], revision: Int64, into db: Database,
                                   validation: Concurrently<some Sendable>) throws -> Bool {
         // Bulk load: secondary indexes are dropped and built again after the inserts
@@ -479,6 +477,7 @@ public final class MembershipStore: @unchecked Sendable {
         // For the next start-up (a key written twice in the batch is counted twice: the
         // sizes are a hint).
         try writeSizes(sizes, revision: revision, db)
+        try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
         return true
     }
 
