@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        // AuthzClient names NIO's ByteBuffer and HTTP types itself (AsyncHTTPClient's own dependency).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // The decision: vocabulary, compiled policy, directory snapshot, check. Standard library only.
@@ -35,7 +37,10 @@ let package = Package(
         // A client of `authz serve` for Swift services and for `authz sync` (AsyncHTTPClient).
         .target(
             name: "AuthzClient",
-            dependencies: [.product(name: "AsyncHTTPClient", package: "async-http-client")]
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         // Seeded, realistic membership data and query mixes, for benchmarks and `authz generate`.
         .target(name: "AuthzWorkload", dependencies: ["AuthzCore"]),
