@@ -4,7 +4,8 @@
 #   1. in-process suites (package-benchmark, benchmarks/Benchmarks): check, batch, build, apply...
 #   2. HTTP: authz serve against the bare libmicrohttpd ceiling, with wrk (benchmarks/http/run.sh)
 #   3. sync and scale at 1M memberships (benchmarks/sync/run.sh)
-# Takes about 10 minutes on 2 cores (7.5 in the last run). SKIP="inprocess http sync" skips parts.
+#   4. the machine: memory latency by working set, page-fault cost (benchmarks/machine/machine.c)
+# Takes about 11 minutes on 2 cores. SKIP="inprocess http sync machine" skips parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -32,6 +33,11 @@ if [[ " $SKIP " != *" sync "* ]]; then
   echo "== sync and scale" >&2
   AUTHZ_SKIP_BUILD=1 benchmarks/sync/run.sh --memberships 1000000 --results "$R/sync.md" >/dev/null
 fi
+if [[ " $SKIP " != *" machine "* ]]; then
+  echo "== the machine: memory latency and page faults" >&2
+  cc -O2 -o "$OUT/machine" benchmarks/machine/machine.c
+  "$OUT/machine" > "$R/machine.md"
+fi
 
 {
   echo "# Benchmark results"
@@ -53,6 +59,12 @@ fi
   echo "## Sync and scale"
   echo
   cat "$R/sync.md"
+  echo
+  echo "## The machine: what memory costs here (benchmarks/machine)"
+  echo
+  echo "What bounds the numbers above: a check at 100k or 1M memberships reads keys that do not fit in L2, each such read one of these loads; a large sync touches fresh memory at this cost per page."
+  echo
+  cat "$R/machine.md"
   echo
   cat benchmarks/FINDINGS.md
 } > benchmarks/RESULTS.md
