@@ -134,13 +134,14 @@ final class Engine: Sendable {
             guard !state.working else { return true }
             state.working = true
             let parameters = SyncParameters(mode: c.query("mode").map(string), ifRevision: c.query("if_revision").map(string))
-            let body = state.body
-            state.body = []
             let suspended = c.suspend()
             Thread.detachNewThread { [self] in
                 // Below the pool threads: a large sync must not take the cores from checks.
                 authz_lower_thread_priority(10)
-                state.answer = sync(body, parameters)
+                // The state is this thread's until it resumes the connection.
+                var body = state.body
+                state.body = []
+                state.answer = sync(&body, parameters)
                 suspended.resume()
             }
             return true

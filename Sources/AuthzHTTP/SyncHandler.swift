@@ -13,7 +13,9 @@ struct SyncParameters: Sendable {
 }
 
 extension Engine {
-    func sync(_ body: [UInt8], _ parameters: SyncParameters) -> Answer {
+    /// `body` is emptied once decoded: the records hold copies of its strings, and a replace's
+    /// body (hundreds of megabytes) need not stay while the directory is built and written.
+    func sync(_ body: inout [UInt8], _ parameters: SyncParameters) -> Answer {
         guard let writer = membership.withLock({ $0 }) else {
             return (503, HTTPError(status: 503, code: "not_ready", message: "the membership store is not open yet").body)
         }
@@ -38,6 +40,7 @@ extension Engine {
                 bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
         }
         let decodeTime = ContinuousClock.now - decodeStart
+        body = []
         if !decoded.errors.isEmpty { return invalidData(decoded.errors) }
         switch writer.sync(decoded.records, mode: mode, ifRevision: ifRevision) {
         case .success(let o):
