@@ -332,6 +332,37 @@ import Testing
         #expect(records == expectedRecords)
     }
 
+    /// `checkLines` (records checked a window at a time, then dropped) reports what
+    /// `decodeLines` does: the same errors in the same order, across windows and both halves
+    /// of a parallel check, capped at `maxErrors` as it is; and the count of valid records.
+    @Test func checkLinesReportsWhatDecodeLinesDoes() {
+        for errorRate in [0.0, 0.001, 0.01] {
+            var rng = SplitMix64(seed: 2028)
+            var lines: [[UInt8]] = []
+            while lines.count < 60_000 {
+                let line = rng.pick(Self.corpusLines)
+                lines.append(rng.chance(errorRate) ? Array(#"{"kind":"member","org":"acme"}"#.utf8) : line)
+            }
+            // Blank lines are skipped but counted in line numbers.
+            lines.insert([], at: 30_001)
+            let data = Data(lines.joined(separator: [0x0A]))
+            let decoded = RecordCodec.decodeLines(data)
+            let checked = RecordCodec.checkLines(data)
+            #expect(checked.errors == decoded.errors, "error rate \(errorRate)")
+            switch errorRate {
+            case 0:
+                #expect(checked.errors.isEmpty && checked.count == 60_000)
+            case 0.001:
+                // Errors on both sides of the split, in more than one window, under the cap.
+                #expect(checked.errors.count > 20 && checked.errors.count < RecordCodec.maxErrors)
+                #expect(checked.errors.first!.line < 8_192 && checked.errors.last!.line > 30_000)
+                #expect(checked.count == decoded.records.count)
+            default:
+                #expect(checked.errors.count == RecordCodec.maxErrors)
+            }
+        }
+    }
+
     // MARK: Field names
 
     @Test func fieldNamesAreTheRecordFields() {
