@@ -5,8 +5,10 @@ public enum Record: Sendable, Hashable {
     case user(User)
     case member(Member)
     case role(Role)
-    case apiKey(APIKey)
-    case invitation(Invitation)
+    // The two largest kinds, and among the rarest, are boxed: a record is as large as its
+    // largest case, and a sync of a million memberships holds two million of them.
+    indirect case apiKey(APIKey)
+    indirect case invitation(Invitation)
     case delete(RecordKey)
 
     public struct Org: Sendable, Hashable {
