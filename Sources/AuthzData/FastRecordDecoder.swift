@@ -104,6 +104,10 @@ struct FastRecordDecoder {
     private var elements: [Span] = []
     /// Unescaped bytes of one string.
     private var scratch: [UInt8] = []
+    /// The last `org` decoded, given again to the next record of the same org: records come
+    /// grouped by org (an export, the generator), and a shared string is one allocation where
+    /// a million members would each hold a copy of their org's id.
+    private var lastOrg = ""
     /// For each kind, the fields an upsert and a delete may have, from `RecordKind.allows`
     /// itself so the two paths cannot disagree on it.
     private let allowed: [(kind: RecordKind, upsert: UInt16, delete: UInt16)]
@@ -434,7 +438,13 @@ struct FastRecordDecoder {
     /// Present and a string.
     private mutating func string(_ field: Field) throws(GiveUp) -> String {
         guard case .string(let span)? = value(field) else { throw GiveUp() }
-        return text(span)
+        guard field == .org, !span.escaped else { return text(span) }
+        let raw = UnsafeBufferPointer(rebasing: bytes[span.start..<span.end])
+        let same = lastOrg.utf8.withContiguousStorageIfAvailable { last in
+            last.count == raw.count && (raw.isEmpty || memcmp(last.baseAddress!, raw.baseAddress!, raw.count) == 0)
+        } ?? false
+        if !same { lastOrg = text(span) }
+        return lastOrg
     }
 
     /// Absent or null is nil.
