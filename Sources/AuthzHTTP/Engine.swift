@@ -64,7 +64,7 @@ final class Engine: Sendable {
         func fail(_ e: HTTPError) -> Begin { .answered(send(c, route, start, e)) }
 
         if route == .unmatched { return fail(.notFound(String(cString: url))) }
-        if !route.methods.contains(method) {
+        if !route.accepts(method) {
             return fail(.methodNotAllowed(method.name, route.label, allow: route.allow))
         }
         if let e = authorize(c, route) { return fail(e) }
@@ -99,8 +99,8 @@ final class Engine: Sendable {
             // The hot path: the answer is written into this thread's reusable buffer and
             // libmicrohttpd copies it out, so the request allocates nothing of its own.
             return scratch.withBuffer { buffer in
-                var w = JSONWriter(reusing: buffer)
-                defer { buffer = w.bytes }
+                var w = JSONWriter(taking: &buffer)
+                defer { swap(&buffer, &w.bytes) }
                 let status = checkQuery(c, into: &w)
                 return send(c, route, start, status: status, body: w.bytes, contentType: "application/json")
             }

@@ -6,10 +6,12 @@ struct JSONWriter {
 
     init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
 
-    /// Writes after the end of `bytes` (emptied, its capacity kept): a reused buffer.
-    init(reusing buffer: consuming [UInt8]) {
-        buffer.removeAll(keepingCapacity: true)
-        bytes = buffer
+    /// Writes into `buffer`'s storage (emptied, its capacity kept), which it takes: `buffer` is
+    /// left empty until `bytes` is handed back. Taking it, rather than copying the array, keeps
+    /// the storage uniquely referenced: emptying a shared array would allocate a new one.
+    init(taking buffer: inout [UInt8]) {
+        swap(&bytes, &buffer)
+        bytes.removeAll(keepingCapacity: true)
     }
 
     @inline(__always)
@@ -36,6 +38,12 @@ struct JSONWriter {
     /// The inside of a JSON string: `value` escaped, without the quotes (a string written in
     /// pieces, such as a decision's message).
     mutating func stringContent(_ value: UnsafeRawBufferPointer) {
+        // A message arrives in small pieces, half of them a single backtick: one byte is
+        // appended as a byte (append(contentsOf:) costs far more for it).
+        if value.count == 1, value[0] >= 0x20, value[0] != 0x22, value[0] != 0x5C {
+            bytes.append(value[0])
+            return
+        }
         var start = 0
         for i in 0..<value.count {
             let c = value[i]
