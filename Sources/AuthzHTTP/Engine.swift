@@ -64,7 +64,7 @@ final class Engine: Sendable {
         func fail(_ e: HTTPError) -> Begin { .answered(send(c, route, start, e)) }
 
         if route == .unmatched { return fail(.notFound(String(cString: url))) }
-        if !route.accepts(method) {
+        if !route.methods.contains(method) {
             return fail(.methodNotAllowed(method.name, route.label, allow: route.allow))
         }
         if let e = authorize(c, route) { return fail(e) }

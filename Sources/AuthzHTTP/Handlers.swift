@@ -39,7 +39,7 @@ extension Engine {
 
     // MARK: /v1/check
 
-    /// The hot path: the query arguments (read in one pass) go as bytes, straight from libmicrohttpd's
+    /// The hot path: the four query arguments go as bytes, straight from libmicrohttpd's
     /// decoded query, into the allocation-free `check`; the answer, message included, is
     /// written by hand into `w` (a reused buffer) and its status returned.
     func checkQuery(_ c: Connection, into w: inout JSONWriter) -> Int {
@@ -49,12 +49,11 @@ extension Engine {
                 return a.status
             }
             guard snapshot.ready else { return fail((503, HTTPError.notReady.body)) }
-            let q = c.checkArguments()
-            guard let subject = q.subject else { return fail(missing("subject")) }
-            guard let action = q.action else { return fail(missing("action")) }
-            guard let resource = q.resource else { return fail(missing("resource")) }
-            guard let org = q.org else { return fail(missing("org")) }
-            if let raw = q.minRevision {
+            guard let subject = c.query("subject") else { return fail(missing("subject")) }
+            guard let action = c.query("action") else { return fail(missing("action")) }
+            guard let resource = c.query("resource") else { return fail(missing("resource")) }
+            guard let org = c.query("org") else { return fail(missing("org")) }
+            if let raw = c.query("min_revision") {
                 guard let wanted = parseLength(raw).map(UInt64.init) else {
                     return fail((400, HTTPError.invalidParameter("min_revision `\(string(raw))` must be a non-negative integer").body))
                 }

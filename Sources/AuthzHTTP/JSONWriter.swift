@@ -38,12 +38,6 @@ struct JSONWriter {
     /// The inside of a JSON string: `value` escaped, without the quotes (a string written in
     /// pieces, such as a decision's message).
     mutating func stringContent(_ value: UnsafeRawBufferPointer) {
-        // A message arrives in small pieces, half of them a single backtick: one byte is
-        // appended as a byte (append(contentsOf:) costs far more for it).
-        if value.count == 1, value[0] >= 0x20, value[0] != 0x22, value[0] != 0x5C {
-            bytes.append(value[0])
-            return
-        }
         var start = 0
         for i in 0..<value.count {
             let c = value[i]

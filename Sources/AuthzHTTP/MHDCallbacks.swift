@@ -113,20 +113,6 @@ struct Connection {
     @inline(__always)
     func query(_ name: StaticString) -> UnsafeRawBufferPointer? { lookup(.GET_ARGUMENT_KIND, name) }
 
-    /// The check's query arguments, read in one pass over the request (each as `query` would
-    /// give it): subject, action, resource, org, min_revision.
-    func checkArguments() -> (subject: UnsafeRawBufferPointer?, action: UnsafeRawBufferPointer?,
-                              resource: UnsafeRawBufferPointer?, org: UnsafeRawBufferPointer?,
-                              minRevision: UnsafeRawBufferPointer?) {
-        var a = authz_mhd_arguments()
-        authz_mhd_check_arguments(raw, &a)
-        func at(_ value: UnsafePointer<CChar>?, _ size: Int) -> UnsafeRawBufferPointer? {
-            value.map { UnsafeRawBufferPointer(start: $0, count: size) }
-        }
-        return (at(a.value.0, a.size.0), at(a.value.1, a.size.1), at(a.value.2, a.size.2),
-                at(a.value.3, a.size.3), at(a.value.4, a.size.4))
-    }
-
     /// A request header (names compare case-insensitively); nil when absent.
     @inline(__always)
     func header(_ name: StaticString) -> UnsafeRawBufferPointer? { lookup(.HEADER_KIND, name) }

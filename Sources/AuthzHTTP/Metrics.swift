@@ -10,27 +10,7 @@ final class ServerMetrics: Sendable {
     /// Status codes the server answers with; anything else counts as `other`.
     static let statuses = [200, 400, 401, 404, 405, 409, 413, 422, 500, 503]
 
-    /// The index of `status` in `statuses`, `statuses.count` for `other`: a switch, where
-    /// `firstIndex(of:)` cost a lazy global's check and a search on every request.
-    @inline(__always)
-    static func statusIndex(_ status: Int) -> Int {
-        switch status {
-        case 200: 0
-        case 400: 1
-        case 401: 2
-        case 404: 3
-        case 405: 4
-        case 409: 5
-        case 413: 6
-        case 422: 7
-        case 500: 8
-        case 503: 9
-        default: 10
-        }
-    }
-
-    private let requests: [Counter]            // [route * slots + status index]
-    private let slots = ServerMetrics.statuses.count + 1
+    private let requests: [[Counter]]          // [route][status index]
     private let latency: [DurationHistogram]   // [route]
     private let decisions: [Counter]           // [reason]
     let revision: Gauge
@@ -46,7 +26,7 @@ final class ServerMetrics: Sendable {
             namespace: "authz", subsystem: "http", metricName: "requests", unitName: "total",
             helpText: "HTTP requests answered, by route and status")
         let statusLabels = ServerMetrics.statuses.map(String.init) + ["other"]
-        requests = Route.allCases.flatMap { route in
+        requests = Route.allCases.map { route in
             statusLabels.map { registry.makeCounter(descriptor: requestName, labels: [("route", route.label), ("status", $0)]) }
         }
         let latencyName = MetricNameDescriptor(
@@ -89,7 +69,8 @@ final class ServerMetrics: Sendable {
 
     @inline(__always)
     func request(_ route: Route, status: Int, duration: Duration) {
-        requests[route.rawValue * slots + ServerMetrics.statusIndex(status)].increment()
+        let i = ServerMetrics.statuses.firstIndex(of: status) ?? ServerMetrics.statuses.count
+        requests[route.rawValue][i].increment()
         latency[route.rawValue].record(duration)
     }
 

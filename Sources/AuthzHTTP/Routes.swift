@@ -21,28 +21,12 @@ enum Route: Int, CaseIterable, Sendable {
 
     var label: String { path.description }
 
-    /// Whether GET and POST are served: the one table behind `methods` and `accepts`.
-    private var getAndPost: (get: Bool, post: Bool) {
-        switch self {
-        case .check: (true, true)
-        case .checkBatch, .sync, .policyReload: (false, true)
-        case .permissions, .subjects, .healthz, .readyz, .metrics: (true, false)
-        case .unmatched: (false, false)
-        }
-    }
-
     var methods: [HTTPMethod] {
-        let s = getAndPost
-        return (s.get ? [.get] : []) + (s.post ? [.post] : [])
-    }
-
-    /// Whether `method` is one of `methods`, without building the array (every request asks).
-    @inline(__always)
-    func accepts(_ method: HTTPMethod) -> Bool {
-        switch method {
-        case .get: getAndPost.get
-        case .post: getAndPost.post
-        case .other: false
+        switch self {
+        case .check: [.get, .post]
+        case .checkBatch, .sync, .policyReload: [.post]
+        case .permissions, .subjects, .healthz, .readyz, .metrics: [.get]
+        case .unmatched: []
         }
     }
 

@@ -122,47 +122,6 @@ const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKi
     return value;
 }
 
-static const struct { const char *name; size_t size; } authz_check_names[AUTHZ_MHD_CHECK_ARGUMENTS] = {
-    {"subject", 7}, {"action", 6}, {"resource", 8}, {"org", 3}, {"min_revision", 12},
-};
-
-struct authz_check_scan {
-    authz_mhd_arguments *out;
-    unsigned found;  // bit i: name i has been seen (its first occurrence decides)
-};
-
-// ASCII case-insensitive, as libmicrohttpd compares names (strncasecmp would follow the locale).
-static int authz_equal_caseless(const char *a, const char *b, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if (x >= 'A' && x <= 'Z') x += 'a' - 'A';
-        if (y >= 'A' && y <= 'Z') y += 'a' - 'A';
-        if (x != y) return 0;
-    }
-    return 1;
-}
-
-static enum MHD_Result authz_check_argument(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
-                                            const char *value, size_t value_size) {
-    (void)kind;
-    struct authz_check_scan *scan = cls;
-    for (unsigned i = 0; i < AUTHZ_MHD_CHECK_ARGUMENTS; i++) {
-        if (key_size != authz_check_names[i].size || (scan->found & (1u << i))) continue;
-        if (!authz_equal_caseless(key, authz_check_names[i].name, key_size)) continue;
-        scan->found |= 1u << i;
-        scan->out->value[i] = value;
-        scan->out->size[i] = value == NULL ? 0 : value_size;
-        break;
-    }
-    return MHD_YES;
-}
-
-void authz_mhd_check_arguments(struct MHD_Connection *connection, authz_mhd_arguments *out) {
-    memset(out, 0, sizeof *out);
-    struct authz_check_scan scan = {out, 0};
-    MHD_get_connection_values_n(connection, MHD_GET_ARGUMENT_KIND, authz_check_argument, &scan);
-}
-
 // Linux nice values are per thread; Swift cannot call gettid(2) portably (SYS_gettid is a
 // macro). Lowers the calling thread's priority, for background work such as a large sync.
 void authz_lower_thread_priority(int nice_value) {

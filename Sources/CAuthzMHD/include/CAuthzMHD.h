@@ -66,21 +66,6 @@ enum MHD_Result authz_mhd_respond(struct MHD_Connection *connection, unsigned in
 const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKind kind,
                              const char *key, size_t key_size, size_t *value_size);
 
-/// The query arguments of a check, in this order (`authz_mhd_check_arguments`).
-enum { AUTHZ_MHD_SUBJECT, AUTHZ_MHD_ACTION, AUTHZ_MHD_RESOURCE, AUTHZ_MHD_ORG, AUTHZ_MHD_MIN_REVISION, AUTHZ_MHD_CHECK_ARGUMENTS };
-
-typedef struct authz_mhd_arguments {
-    /// NULL when absent (or given without `=`), as `authz_mhd_lookup` returns them.
-    const char *value[AUTHZ_MHD_CHECK_ARGUMENTS];
-    size_t size[AUTHZ_MHD_CHECK_ARGUMENTS];
-} authz_mhd_arguments;
-
-/// Why: GET /v1/check reads five query arguments, and each MHD_lookup_connection_value_n call
-/// walks the connection's whole list of headers and arguments. This walks it once
-/// (MHD_get_connection_values_n) and gives each name the value `authz_mhd_lookup` would:
-/// the first argument of that name, compared as libmicrohttpd does (ASCII case-insensitive).
-void authz_mhd_check_arguments(struct MHD_Connection *connection, authz_mhd_arguments *out);
-
 /// Lowers the calling thread's priority (Linux nice value, per thread): background work such
 /// as a large sync must not take the cores from the request threads.
 void authz_lower_thread_priority(int nice_value);
