@@ -99,8 +99,8 @@ final class Engine: Sendable {
             // The hot path: the answer is written into this thread's reusable buffer and
             // libmicrohttpd copies it out, so the request allocates nothing of its own.
             return scratch.withBuffer { buffer in
-                var w = JSONWriter(reusing: buffer)
-                defer { buffer = w.bytes }
+                var w = JSONWriter(taking: &buffer)
+                defer { swap(&buffer, &w.bytes) }
                 let status = checkQuery(c, into: &w)
                 return send(c, route, start, status: status, body: w.bytes, contentType: "application/json")
             }

@@ -6,10 +6,12 @@ struct JSONWriter {
 
     init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
 
-    /// Writes after the end of `bytes` (emptied, its capacity kept): a reused buffer.
-    init(reusing buffer: consuming [UInt8]) {
-        buffer.removeAll(keepingCapacity: true)
-        bytes = buffer
+    /// Writes into `buffer`'s storage (emptied, its capacity kept), which it takes: `buffer` is
+    /// left empty until `bytes` is handed back. Taking it, rather than copying the array, keeps
+    /// the storage uniquely referenced: emptying a shared array would allocate a new one.
+    init(taking buffer: inout [UInt8]) {
+        swap(&bytes, &buffer)
+        bytes.removeAll(keepingCapacity: true)
     }
 
     @inline(__always)

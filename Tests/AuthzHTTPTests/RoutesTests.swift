@@ -193,6 +193,24 @@ struct RoutesTests {
         #expect(postHealth.headers["allow"] == "GET")
     }
 
+    @Test func longAndShortAnswersInTurnOnOneConnection() throws {
+        defer { live.stop() }
+        // The check answer is written into a buffer each request thread reuses: a short answer
+        // after a long one must not carry any of the long one's bytes. The long subject (12 KiB)
+        // also fits libmicrohttpd's per-connection memory.
+        let socket = try RawSocket(port: live.port)
+        let long = "user:" + String(repeating: "x", count: 12 * 1024)
+        for subject in [long, "user:u1", long, "user:u3"] {
+            try socket.send(HTTPClient.encode("GET", "/v1/check?subject=\(subject)&action=read&resource=sandbox:sb1&org=acme",
+                                              body: nil, headers: [:], close: false))
+            let r = try socket.readResponse()
+            #expect(r.status == 200)
+            let message = try #require(r.json["message"] as? String)
+            #expect(message.contains("`\(subject)`"))
+            #expect(r.json["allowed"] as? Bool == (subject != long))
+        }
+    }
+
     @Test func healthReadinessAndMetrics() throws {
         defer { live.stop() }
         #expect(try http.get("/healthz").status == 200)

@@ -7,12 +7,15 @@
 // queued on the second access callback (libmicrohttpd 0.9.75 closes the connection after a
 // response queued on the first one, so keep-alive needs the second).
 //
-// usage: ceiling PORT [THREADS] [shared|copy]
+// usage: ceiling PORT [THREADS] [shared|copy] [SPIN_NS]
 //   THREADS  thread-pool size (default: online cores, as `authz serve`)
 //   shared   (default) one response made at start, queued for every request: the least
 //            work libmicrohttpd can do per request
 //   copy     a response created per request from a copy of the body (MHD_RESPMEM_MUST_COPY),
 //            as a server whose body changes per request must
+//   SPIN_NS  (experiment, default 0) busy-wait this many nanoseconds before answering, in user
+//            space (CLOCK_MONOTONIC is read through the vDSO, no system call): stands in for
+//            a handler's work, to see what that work costs in the kernel (FINDINGS.md)
 //
 // build: cc -O2 -o ceiling ceiling.c $(pkg-config --cflags --libs libmicrohttpd)
 #include <microhttpd.h>
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char BODY[] =
@@ -32,6 +36,17 @@ static const char BODY[] =
 
 static struct MHD_Response *shared_response;
 static int copy_mode;
+static long spin_ns;
+
+// Burns spin_ns of wall time in user space (a spin that is preempted ends early in CPU
+// terms; rare at these lengths).
+static void spin(void) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < spin_ns);
+}
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_data_size,
@@ -46,6 +61,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (spin_ns > 0) spin();
     if (!copy_mode) return MHD_queue_response(c, MHD_HTTP_OK, shared_response);
     struct MHD_Response *r = MHD_create_response_from_buffer(sizeof BODY - 1, (void *)BODY, MHD_RESPMEM_MUST_COPY);
     if (r == NULL) return MHD_NO;
@@ -62,13 +78,14 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PORT [THREADS] [shared|copy]\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT [THREADS] [shared|copy] [SPIN_NS]\n", argv[0]);
         return 2;
     }
     int port = atoi(argv[1]);
     long threads = argc > 2 ? atol(argv[2]) : sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1) threads = 1;
     copy_mode = argc > 3 && strcmp(argv[3], "copy") == 0;
+    spin_ns = argc > 4 ? atol(argv[4]) : 0;
 
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int on = 1;
@@ -91,15 +108,15 @@ int main(int argc, char **argv) {
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
         MHD_OPTION_CONNECTION_LIMIT, 1024u,
         MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
         MHD_OPTION_NOTIFY_COMPLETED, completed_cb, NULL,
         MHD_OPTION_END);
     if (d == NULL) {
         fprintf(stderr, "libmicrohttpd refused to start\n");
         return 1;
     }
-    fprintf(stderr, "ceiling: 127.0.0.1:%d, %ld threads, %s response, %zu-byte body\n", port, threads,
-            copy_mode ? "per-request" : "shared", sizeof BODY - 1);
+    fprintf(stderr, "ceiling: 127.0.0.1:%d, %ld threads, %s response, %zu-byte body, spin %ld ns\n", port,
+            threads, copy_mode ? "per-request" : "shared", sizeof BODY - 1, spin_ns);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
