@@ -86,6 +86,8 @@ public struct Directory: Sendable {
     /// The org a record applied last named, known to exist (or empty): deleting an org
     /// forgets it (see `requireOrg`).
     private var lastOrg = ""
+    /// Members' lists of global assignments resolved lately (see `RecentLists`).
+    private var recentLists = RecentLists()
 
     // What the check path reads of the policy, held here: read through `policy`, `decide`
     // copied the whole 384-byte `CompiledPolicy` (a memcpy a check) to call `actionID`.
@@ -163,6 +165,7 @@ public struct Directory: Sendable {
 
     /// Sizes every map to what it holds (see `ByteMap.shrinkToFit`).
     mutating func shrinkToFit() {
+        recentLists = RecentLists()
         orgs.shrinkToFit()
         users.shrinkToFit()
         members.shrinkToFit()
@@ -201,6 +204,7 @@ public struct Directory: Sendable {
             }
         }
         if !errors.isEmpty { throw DataErrors(errors) }
+        recentLists = RecentLists()
         return stats
     }
 
@@ -357,8 +361,14 @@ public struct Directory: Sendable {
             try requireOrg(r.org)
             try Directory.requireID(r.user, "user")
             let kind = try roleKind(r.role)
-            let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
-            let list = internAssignments(r.assignments, mask: mask, customRoles: custom)
+            let list: NameList
+            if let recent = recentLists[r.assignments], assignmentLists.use(recent) {
+                list = recent
+            } else {
+                let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
+                list = internAssignments(r.assignments, mask: mask, customRoles: custom)
+                if custom.isEmpty && !r.assignments.isEmpty { recentLists[r.assignments] = list }
+            }
             let old = members.upsert(r.org, r.user, MemberEntry(assignments: list, role: kind),
                                      payloadLength: Directory.memberFactsLength) { Directory.writeMemberFacts(role: kind, assignments: list, to: $0) }
             // After interning the new list, so a list the member keeps is never dropped.
@@ -666,6 +676,38 @@ public struct UsersBuilder: Sendable {
             try Directory.upsert(user, into: &users)
         } catch {
             if errors.count < 100 { errors.append(DataError(line: line, field: error.field, message: error.message)) }
+        }
+    }
+}
+
+/// Lists of global assignments that members' records carried lately, by the identity of the
+/// record's names array, with the list they were interned as: a store's load hands every
+/// member that holds the same short list one shared array (`ListCache` in AuthzStore), so most
+/// members skip resolving, joining and hashing their names (~700 instructions a member).
+/// Sound because global names resolve the same in every org (a global name wins over a custom
+/// role of the same id), the array is held, so its address names it alone, and a list is
+/// reused only while the table still holds it (`NameListTable.use`). A small direct-mapped
+/// table: a slot keeps the last array that hashed to it.
+struct RecentLists: Sendable {
+    private static let slots = 64
+    private var entries: [(names: [String], list: NameList)?] = []
+
+    private static func identity(_ names: [String]) -> UInt? {
+        names.withUnsafeBufferPointer { $0.baseAddress.map { UInt(bitPattern: $0) } }
+    }
+
+    private static func slot(_ id: UInt) -> Int { Int((id >> 4 ^ id >> 10) % UInt(slots)) }
+
+    subscript(names: [String]) -> NameList? {
+        get {
+            guard !entries.isEmpty, let id = Self.identity(names), let e = entries[Self.slot(id)],
+                  Self.identity(e.names) == id, e.names.count == names.count else { return nil }
+            return e.list
+        }
+        set {
+            guard let id = Self.identity(names) else { return }
+            if entries.isEmpty { entries = Array(repeating: nil, count: Self.slots) }
+            entries[Self.slot(id)] = newValue.map { (names, $0) }
         }
     }
 }
