@@ -686,13 +686,13 @@ public struct UsersBuilder: Sendable {
 /// Lists of global assignments that members' records carried lately, by the identity of the
 /// record's names array, with the list they were interned as: a store's load hands every
 /// member that holds the same short list one shared array (`ListCache` in AuthzStore), so most
-/// members skip resolving, joining and hashing their names (~700 instructions a member).
+/// members skip resolving, joining and hashing their names (most of a thousand instructions).
 /// Sound because global names resolve the same in every org (a global name wins over a custom
 /// role of the same id), the array is held, so its address names it alone, and a list is
 /// reused only while the table still holds it (`NameListTable.use`). A direct-mapped table
 /// (a slot keeps the last array that hashed to it) of 1,024 slots, made at the first member of
-/// a batch: with 64, the few hundred arrays a load circulates collided, and only ~17% of a
-/// start-up's members hit.
+/// a batch: with 64, the few hundred arrays a load circulates collided, and about half as
+/// many members hit (see benchmarks/FINDINGS.md).
 struct RecentLists: Sendable {
     private static let slots = 1024
     private var entries: [(names: [String], list: NameList)?] = []
