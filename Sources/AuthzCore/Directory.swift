@@ -68,7 +68,7 @@ public struct Directory: Sendable {
     }
 
     var orgs = ByteMap<OrgEntry>(shardBits: 10)
-    var users = ByteMap<UserEntry>(shardBits: 12, payloads: true)
+    var users = Directory.usersMap()
     /// Payload: what the check path reads of a member (`MemberFacts`), so a lookup reads the
     /// slot and the key's bytes, which the facts follow, and not the entry.
     var members = ByteMap<MemberEntry>(shardBits: 12, payloads: true)
@@ -86,6 +86,8 @@ public struct Directory: Sendable {
     /// The org a record applied last named, known to exist (or empty): deleting an org
     /// forgets it (see `requireOrg`).
     private var lastOrg = ""
+    /// Members' lists of global assignments resolved lately (see `RecentLists`).
+    private var recentLists = RecentLists()
 
     // What the check path reads of the policy, held here: read through `policy`, `decide`
     // copied the whole 384-byte `CompiledPolicy` (a memcpy a check) to call `actionID`.
@@ -154,7 +156,7 @@ public struct Directory: Sendable {
     /// Sizes the maps for `e` (see `DirectoryBuilder.Expected`).
     mutating func reserve(_ e: DirectoryBuilder.Expected) {
         if e.orgs > 0 { orgs.reserve(e.orgs, arenaBytes: e.orgKeyBytes) }
-        if e.users > 0 { users.reserve(e.users, arenaBytes: e.userKeyBytes + e.userPayloadBytes) }
+        Directory.reserveUsers(&users, e)
         if e.members > 0 { members.reserve(e.members, arenaBytes: e.memberKeyBytes + e.members * Directory.memberFactsLength) }
         if e.roles > 0 { roles.reserve(e.roles, arenaBytes: e.roleKeyBytes) }
         if e.apiKeys > 0 { keys.reserve(e.apiKeys, arenaBytes: e.apiKeyKeyBytes + e.apiKeyPayloadBytes) }
@@ -163,6 +165,7 @@ public struct Directory: Sendable {
 
     /// Sizes every map to what it holds (see `ByteMap.shrinkToFit`).
     mutating func shrinkToFit() {
+        recentLists = RecentLists()
         orgs.shrinkToFit()
         users.shrinkToFit()
         members.shrinkToFit()
@@ -201,6 +204,7 @@ public struct Directory: Sendable {
             }
         }
         if !errors.isEmpty { throw DataErrors(errors) }
+        recentLists = RecentLists()
         return stats
     }
 
@@ -257,7 +261,28 @@ public struct Directory: Sendable {
         }
     }
 
-    private func requireID(_ id: String, _ field: String) throws(RecordError) {
+    /// Validates a user record and upserts it into `users`, or throws without changing it.
+    /// A user depends on no other record and no record but a user delete on it, which is what
+    /// lets `UsersBuilder` build the users of a load apart.
+    static func upsert(_ r: Record.User, into users: inout ByteMap<UserEntry>) throws(RecordError) {
+        try requireID(r.id, "id")
+        if let email = r.email, email.isEmpty || !withBytes(email, { allBytes($0, above: 0x1F) }) {
+            throw RecordError("email", "`\(email)` is not a valid email")
+        }
+        let email = r.email ?? ""
+        users.upsert(r.id, UserEntry(emailLength: UInt32(email.utf8.count), emailVerified: r.emailVerified),
+                     payload: email, Directory.foldedIfDifferent(email))
+    }
+
+    /// An empty map of users, as every directory holds one.
+    static func usersMap() -> ByteMap<UserEntry> { ByteMap(shardBits: 12, payloads: true) }
+
+    /// Sizes a map of users for `e`'s (see `reserve(_:)`).
+    static func reserveUsers(_ users: inout ByteMap<UserEntry>, _ e: DirectoryBuilder.Expected) {
+        if e.users > 0 { users.reserve(e.users, arenaBytes: e.userKeyBytes + e.userPayloadBytes) }
+    }
+
+    private static func requireID(_ id: String, _ field: String) throws(RecordError) {
         guard Identifier.isValid(id) else {
             throw RecordError(field, id.isEmpty ? "must not be empty" : "`\(id)` is not a valid id (no spaces or control characters, at most 512 bytes)")
         }
@@ -268,8 +293,11 @@ public struct Directory: Sendable {
         // before is known to exist, and no lookup is needed (it was ~8% of a build). Ids
         // compare as bytes, as the maps do.
         if !lastOrg.isEmpty && withBytes(org, { o in withBytes(lastOrg) { bytesEqual(o, $0) } }) { return }
-        try requireID(org, "org")
-        guard orgs[org] != nil else { throw RecordError("org", "unknown org `\(org)`") }
+        try Directory.requireID(org, "org")
+        // `contains` reads the slot and the key, not the entry (a miss fewer: ~10% of a
+        // start-up's building thread went to these lookups, a personal org's member misses
+        // `lastOrg`).
+        guard withBytes(org, { orgs.contains($0) }) else { throw RecordError("org", "unknown org `\(org)`") }
         lastOrg = org
     }
 
@@ -324,26 +352,26 @@ public struct Directory: Sendable {
     mutating func apply(_ record: Record) throws(RecordError) {
         switch record {
         case .org(let r):
-            try requireID(r.id, "id")
+            try Directory.requireID(r.id, "id")
             var entry = OrgEntry(suspendedUntil: PackedTimestamp(r.suspendedUntil), personal: r.personal, suspended: r.suspended)
             if let old = orgs[r.id] { entry.ownerCount = old.ownerCount }
             orgs.upsert(r.id, entry)
 
         case .user(let r):
-            try requireID(r.id, "id")
-            if let email = r.email, email.isEmpty || !withBytes(email, { allBytes($0, above: 0x1F) }) {
-                throw RecordError("email", "`\(email)` is not a valid email")
-            }
-            let email = r.email ?? ""
-            users.upsert(r.id, UserEntry(emailLength: UInt32(email.utf8.count), emailVerified: r.emailVerified),
-                         payload: email, Directory.foldedIfDifferent(email))
+            try Directory.upsert(r, into: &users)
 
         case .member(let r):
             try requireOrg(r.org)
-            try requireID(r.user, "user")
+            try Directory.requireID(r.user, "user")
             let kind = try roleKind(r.role)
-            let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
-            let list = internAssignments(r.assignments, mask: mask, customRoles: custom)
+            let list: NameList
+            if let recent = recentLists[r.assignments], assignmentLists.use(recent) {
+                list = recent
+            } else {
+                let (mask, custom) = try resolveAssignments(r.assignments, org: r.org)
+                list = internAssignments(r.assignments, mask: mask, customRoles: custom)
+                if custom.isEmpty && !r.assignments.isEmpty { recentLists[r.assignments] = list }
+            }
             let old = members.upsert(r.org, r.user, MemberEntry(assignments: list, role: kind),
                                      payloadLength: Directory.memberFactsLength) { Directory.writeMemberFacts(role: kind, assignments: list, to: $0) }
             // After interning the new list, so a list the member keeps is never dropped.
@@ -352,7 +380,7 @@ public struct Directory: Sendable {
 
         case .role(let r):
             try requireOrg(r.org)
-            try requireID(r.id, "id")
+            try Directory.requireID(r.id, "id")
             if policy.assignmentID(named: r.id) != nil {
                 throw RecordError("id", "`\(r.id)` is a global assignment name; a custom role needs another id")
             }
@@ -367,16 +395,16 @@ public struct Directory: Sendable {
             roles[r.org, r.id] = entry
 
         case .apiKey(let r):
-            try requireID(r.id, "id")
+            try Directory.requireID(r.id, "id")
             try requireOrg(r.org)
-            try requireID(r.user, "user")
+            try Directory.requireID(r.user, "user")
             let mask = try permissionMask(r.permissions, "permissions")
             let entry = KeyEntry(mask: mask, permissions: permissionLists.intern(r.permissions),
                                  expiresAt: PackedTimestamp(r.expiresAt), orgLength: UInt32(r.org.utf8.count))
             if let old = keys.upsert(r.id, entry, payload: r.org, r.user) { permissionLists.release(old.permissions) }
 
         case .invitation(let r):
-            try requireID(r.id, "id")
+            try Directory.requireID(r.id, "id")
             try requireOrg(r.org)
             guard !r.email.isEmpty, withBytes(r.email, { allBytes($0, above: 0x1F) }) else {
                 throw RecordError("email", "`\(r.email)` is not a valid email")
@@ -538,6 +566,10 @@ extension Directory {
 public struct DirectoryBuilder: Sendable {
     private var directory: Directory
     private var errors: [DataError] = []
+    /// Whether a user record or a user delete came: then no users can be built apart.
+    private var sawUsers = false
+    /// How many errors came before the place of the users built apart (`placeUsers`).
+    private var usersPlace: Int?
 
     /// Expected sizes, by kind, the total bytes of their keys (ids; org+user for members,
     /// org+id for roles) and of what is stored after the keys (users' emails; api keys' org
@@ -586,6 +618,10 @@ public struct DirectoryBuilder: Sendable {
 
     /// Validates and applies one record; an invalid one is remembered (up to 100) and skipped.
     public mutating func add(_ record: Record, line: Int = 0) {
+        switch record {
+        case .user, .delete(.user): sawUsers = true
+        default: break
+        }
         do {
             try directory.apply(record)
         } catch {
@@ -601,5 +637,82 @@ public struct DirectoryBuilder: Sendable {
         if !errors.isEmpty { throw DataErrors(errors) }
         directory.shrinkToFit()
         return directory
+    }
+
+    /// Marks where the users built apart (`UsersBuilder`) stand in the stream: their errors
+    /// are reported after the errors so far and before later ones. Unmarked, they come last.
+    public mutating func placeUsers() {
+        if usersPlace == nil { usersPlace = errors.count }
+    }
+
+    /// `finish()`, with the users built apart: the same directory and the same errors, in the
+    /// same order, as if their records had been added where `placeUsers()` was called. Users
+    /// depend on no other record and no other record on them, but for a user delete: the
+    /// builder must have been given no user record and no user delete (it traps otherwise).
+    public mutating func finish(users: consuming UsersBuilder) throws(DataErrors) -> Directory {
+        precondition(!sawUsers, "users built apart, and user records in the stream")
+        let place = usersPlace ?? errors.count
+        let all = errors[..<place] + users.errors + errors[place...]
+        if !all.isEmpty { throw DataErrors(Array(all.prefix(100))) }
+        directory.users = users.users
+        directory.shrinkToFit()
+        return directory
+    }
+}
+
+/// The users of a directory, built apart from the rest (on another thread), from user records
+/// only: a user's validation reads nothing else, and only a user delete reads users (see
+/// `DirectoryBuilder.finish(users:)`). A store's load builds them on its reading thread,
+/// which otherwise waits for the directory build.
+public struct UsersBuilder: Sendable {
+    fileprivate var users = Directory.usersMap()
+    fileprivate var errors: [DataError] = []
+
+    /// Sized for `expected`'s users.
+    public init(expected: DirectoryBuilder.Expected = DirectoryBuilder.Expected()) {
+        Directory.reserveUsers(&users, expected)
+    }
+
+    /// Validates and upserts one user record, as `DirectoryBuilder.add` does.
+    public mutating func add(_ user: Record.User, line: Int = 0) {
+        do {
+            try Directory.upsert(user, into: &users)
+        } catch {
+            if errors.count < 100 { errors.append(DataError(line: line, field: error.field, message: error.message)) }
+        }
+    }
+}
+
+/// Lists of global assignments that members' records carried lately, by the identity of the
+/// record's names array, with the list they were interned as: a store's load hands every
+/// member that holds the same short list one shared array (`ListCache` in AuthzStore), so most
+/// members skip resolving, joining and hashing their names (most of a thousand instructions).
+/// Sound because global names resolve the same in every org (a global name wins over a custom
+/// role of the same id), the array is held, so its address names it alone, and a list is
+/// reused only while the table still holds it (`NameListTable.use`). A direct-mapped table
+/// (a slot keeps the last array that hashed to it) of 1,024 slots, made at the first member of
+/// a batch: with 64, the few hundred arrays a load circulates collided, and about half as
+/// many members hit (see benchmarks/FINDINGS.md).
+struct RecentLists: Sendable {
+    private static let slots = 1024
+    private var entries: [(names: [String], list: NameList)?] = []
+
+    private static func identity(_ names: [String]) -> UInt? {
+        names.withUnsafeBufferPointer { $0.baseAddress.map { UInt(bitPattern: $0) } }
+    }
+
+    private static func slot(_ id: UInt) -> Int { Int((id >> 4 ^ id >> 10) % UInt(slots)) }
+
+    subscript(names: [String]) -> NameList? {
+        get {
+            guard !entries.isEmpty, let id = Self.identity(names), let e = entries[Self.slot(id)],
+                  Self.identity(e.names) == id, e.names.count == names.count else { return nil }
+            return e.list
+        }
+        set {
+            guard let id = Self.identity(names) else { return }
+            if entries.isEmpty { entries = Array(repeating: nil, count: Self.slots) }
+            entries[Self.slot(id)] = newValue.map { (names, $0) }
+        }
     }
 }

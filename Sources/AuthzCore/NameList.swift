@@ -188,6 +188,20 @@ struct NameListTable: Sendable {
         }
     }
 
+    /// One more use of `list`, if the table holds it (the same list, not an equal one); false
+    /// if it does not (it was dropped after its last use: intern the names again).
+    mutating func use(_ list: NameList) -> Bool {
+        var held = false
+        withUnsafeBytes(of: list.storage.fields.hash.littleEndian) { key in
+            map.update(bytes: key) { entry in
+                guard entry.list === list else { return }
+                entry.uses += 1
+                held = true
+            }
+        }
+        return held
+    }
+
     /// One use of `list` fewer: the table drops it after its last.
     mutating func release(_ list: NameList?) {
         // The empty list is not in a table.

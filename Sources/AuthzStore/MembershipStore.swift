@@ -224,7 +224,7 @@ public final class MembershipStore: @unchecked Sendable {
                     for (table, sql) in Self.loadQueries.enumerated() {
                         try RowChunks.copy(db, sql, table: UInt8(table), into: &chunk, sending: chunks)
                     }
-                    if !chunk.isEmpty { chunks.send(chunk) }
+                    if !chunk.isEmpty { try chunks.send(chunk) }
                     return try Self.revision(db)
                 }
             }
@@ -233,6 +233,53 @@ public final class MembershipStore: @unchecked Sendable {
                 RowChunks.rows(of: chunk) { table, row in body(Self.record(table, row, &state)) }
             }
             return try reading.result.get()
+        }
+    }
+
+    /// `load`, with the users built apart (`UsersBuilder`, sized for `expected`'s users) on
+    /// the reading thread, in the time it would wait for this one (while the chunks it has
+    /// read are not taken yet), and after the other tables: `body` receives every other
+    /// record, in order (the orgs, where the users would stand, then the rest). Returns the
+    /// revision, the users, and their sizes (`Expected`'s user fields).
+    public func load(buildingUsers expected: DirectoryBuilder.Expected, _ body: (AuthzCore.Record) -> Void) throws
+        -> (revision: Int64, users: UsersBuilder, userSizes: DirectoryBuilder.Expected) {
+        try withPool { pool in
+            let chunks = RowChunks()
+            let reading = Concurrently { () throws -> (Int64, UsersBuilder, DirectoryBuilder.Expected) in
+                defer { chunks.finish() }
+                return try pool.read { db in
+                    var users = UsersBuilder(expected: expected)
+                    var sizes = DirectoryBuilder.Expected()
+                    let sql = Self.loadQueries[Self.usersTable]
+                    let statement = try db.makeStatement(sql: sql)
+                    var usersLeft = true
+                    // Up to `n` more users; false once none are left.
+                    func buildUsers(_ n: Int) throws -> Bool {
+                        guard usersLeft else { return false }
+                        usersLeft = try RowReader.step(db, statement, sql: sql, rows: n) { r in
+                            let user = Self.user(r)
+                            sizes.count(.user(user))
+                            users.add(user)
+                        }
+                        return true
+                    }
+                    var chunk: [UInt8] = []
+                    chunk.reserveCapacity(RowChunks.chunkBytes + 4096)
+                    for (table, sql) in Self.loadQueries.enumerated() where table != Self.usersTable {
+                        try RowChunks.copy(db, sql, table: UInt8(table), into: &chunk, sending: chunks) { try buildUsers(256) }
+                    }
+                    if !chunk.isEmpty { try chunks.send(chunk) { try buildUsers(256) } }
+                    chunks.finish()
+                    while try buildUsers(4096) {}
+                    return (try Self.revision(db), users, sizes)
+                }
+            }
+            var state = LoadState()
+            while let chunk = chunks.next() {
+                RowChunks.rows(of: chunk) { table, row in body(Self.record(table, row, &state)) }
+            }
+            let (revision, users, sizes) = try reading.result.get()
+            return (revision, users, sizes)
         }
     }
 
@@ -247,6 +294,12 @@ public final class MembershipStore: @unchecked Sendable {
         "SELECT id, org, email, role, assignments, status, expires_at FROM invitations",
     ]
     static func columns(of table: UInt8) -> Int { [4, 3, 3, 4, 5, 7][Int(table)] }
+    private static let usersTable = 1
+
+    /// The user a row of `loadQueries[usersTable]` stores.
+    private static func user(_ r: some RowColumns) -> AuthzCore.Record.User {
+        .init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2))
+    }
 
     /// Strings and lists shared from row to row while loading.
     private struct LoadState {
@@ -260,7 +313,7 @@ public final class MembershipStore: @unchecked Sendable {
         case 0:
             .org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: r.timestamp(3)))
         case 1:
-            .user(.init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2)))
+            .user(user(r))
         case 2:
             .role(.init(org: r.text(0), id: r.text(1), permissions: r.list(2)))
         case 3:

@@ -54,19 +54,28 @@ public final class MembershipSync: @unchecked Sendable {
         let t0 = clock.now
         // Streamed: each row is validated into the directory as it is read, so the records
         // never sit in memory all at once (a million members would be several hundred MB).
-        // One thread: reading on a second one and handing records over measured slower
-        // (strings allocated on one thread and freed on another contend in malloc).
+        // The store's reading thread hands the rows over as bytes (strings allocated on one
+        // thread and freed on another contend in malloc), and builds the users itself while
+        // it waits for this thread (see `load(buildingUsers:_:)`).
         // The store remembers the sizes it held at its last load or replace, if no batch was
         // applied since; else it counts them (a scan of every table).
-        var builder = DirectoryBuilder(policy: policy, expected: try store.expectedSizes())
+        let expected = try store.expectedSizes()
+        var withoutUsers = expected
+        withoutUsers.users = 0
+        var builder = DirectoryBuilder(policy: policy, expected: withoutUsers)
         var sizes = DirectoryBuilder.Expected()
-        let revision = try store.load { record in
+        let (revision, users, userSizes) = try store.load(buildingUsers: expected) { record in
             sizes.count(record)
+            // The users stand after the orgs, as the store's order has them.
+            if case .org = record {} else { builder.placeUsers() }
             builder.add(record)
         }
+        sizes.users = userSizes.users
+        sizes.userKeyBytes = userSizes.userKeyBytes
+        sizes.userPayloadBytes = userSizes.userPayloadBytes
         let t1 = clock.now
         do {
-            directory = try builder.finish()
+            directory = try builder.finish(users: users)
             loadTimes = (read: t1 - t0, build: clock.now - t1)
         } catch {
             throw Failure.storage("the store at \(store.path) does not fit policy `\(policy.name)`: \(error.errors.prefix(5).map(\.description).joined(separator: "; "))")

@@ -83,6 +83,21 @@ struct RowReader: RowColumns {
         }
     }
 
+    /// Steps `statement` (of `sql`) by up to `rows` rows, calling `body` for each; returns
+    /// whether rows may be left (false once it reached the end).
+    static func step(_ db: Database, _ statement: Statement, sql: String, rows: Int, _ body: (RowReader) throws -> Void) throws -> Bool {
+        try withExtendedLifetime(statement) {
+            let s = statement.sqliteStatement
+            for _ in 0..<rows {
+                let code = sqlite3_step(s)
+                if code == SQLITE_DONE { return false }
+                guard code == SQLITE_ROW else { throw sqliteError(db, code, sql: sql) }
+                try body(RowReader(statement: s))
+            }
+            return true
+        }
+    }
+
     var columnCount: Int32 { sqlite3_column_count(statement) }
 
     /// Text first, then its length, the order SQLite documents.
@@ -114,8 +129,10 @@ final class RowChunks: @unchecked Sendable {
     private var ready: [[UInt8]] = []
     private var done = false
 
-    /// Copies every row of `sql` into chunks, each row tagged `table`.
-    static func copy(_ db: Database, _ sql: String, table: UInt8, into chunk: inout [UInt8], sending chunks: RowChunks) throws {
+    /// Copies every row of `sql` into chunks, each row tagged `table`; while the consumer is
+    /// behind, `meanwhile` runs instead of waiting (see `send`).
+    static func copy(_ db: Database, _ sql: String, table: UInt8, into chunk: inout [UInt8], sending chunks: RowChunks,
+                     meanwhile: () throws -> Bool = { false }) throws {
         try RowReader.each(db, sql) { r in
             chunk.append(table)
             for c in 0..<r.columnCount {
@@ -133,20 +150,29 @@ final class RowChunks: @unchecked Sendable {
                 }
             }
             if chunk.count >= chunkBytes {
-                chunks.send(chunk)
+                try chunks.send(chunk, meanwhile: meanwhile)
                 chunk = []
                 chunk.reserveCapacity(chunkBytes + 4096)
             }
         }
     }
 
-    /// Hands a chunk over, waiting while `depth` chunks are waiting already.
-    func send(_ chunk: [UInt8]) {
+    /// Hands a chunk over, waiting while `depth` chunks are waiting already; until then, runs
+    /// `meanwhile` again and again instead of waiting, for as long as it returns true (it did
+    /// some work, and has more).
+    func send(_ chunk: [UInt8], meanwhile: () throws -> Bool = { false }) rethrows {
+        while isFull, try meanwhile() {}
         condition.lock()
         while ready.count >= Self.depth { condition.wait() }
         ready.append(chunk)
         condition.broadcast()
         condition.unlock()
+    }
+
+    private var isFull: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return ready.count >= Self.depth
     }
 
     /// No more chunks (the reading ended, or failed).

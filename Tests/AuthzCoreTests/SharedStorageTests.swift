@@ -212,6 +212,46 @@ import Testing
         #expect(dir.members["acme", "u2"]?.assignments.storage !== shared)
     }
 
+    /// Members whose records share one names array, as a store's load hands them, reuse the
+    /// list resolved for it; a list dropped meanwhile is made again, and the use counts stay
+    /// exact. The same records with arrays of their own build the same directory.
+    @Test func membersSharingANamesArrayKeepUseCountsExact() throws {
+        func records(_ dev: [String], _ devBilling: [String]) -> [Record] {
+            [
+                .org(.init(id: "acme")), .org(.init(id: "beta")),
+                .member(.init(org: "acme", user: "u1", role: "member", assignments: dev)),
+                .member(.init(org: "beta", user: "u1", role: "member", assignments: dev)),
+                .member(.init(org: "acme", user: "u2", role: "member", assignments: devBilling)),
+                // The last uses of `dev`'s list: the table drops it.
+                .delete(.member(org: "acme", user: "u1")), .delete(.member(org: "beta", user: "u1")),
+                .member(.init(org: "acme", user: "u3", role: "member", assignments: dev)),
+                // Drops `devBilling`'s list, then names it again.
+                .member(.init(org: "acme", user: "u2", role: "member", assignments: dev)),
+                .member(.init(org: "beta", user: "u4", role: "member", assignments: devBilling)),
+                .member(.init(org: "beta", user: "u5", role: "owner", assignments: devBilling)),
+            ]
+        }
+        let dev = ["dev"], devBilling = ["dev", "billing"]
+        let shared = try Directory.build(Self.lines(records(dev, devBilling)), policy: Self.policy)
+        #expect(Self.listUseErrors(shared).isEmpty, "\(Self.listUseErrors(shared))")
+        #expect(shared.assignmentLists.count == 2)
+        let own = try Directory.build(Self.lines(records(["dev"], ["dev", "billing"]).map { r in
+            guard case .member(var m) = r else { return r }
+            m.assignments = m.assignments.map { String(decoding: Array($0.utf8), as: UTF8.self) }
+            return .member(m)
+        }), policy: Self.policy)
+        #expect(Set(shared.records()) == Set(own.records()))
+        #expect(Self.answers(shared) == Self.answers(own))
+        // And through a batch applied to a snapshot, which shares the table.
+        let next = try shared.applying(Self.lines([
+            .member(.init(org: "acme", user: "u3", role: "member", assignments: devBilling)),
+            .member(.init(org: "acme", user: "u2", role: "member", assignments: devBilling)),
+            .member(.init(org: "acme", user: "u6", role: "member", assignments: dev)),
+        ])).directory
+        #expect(Self.listUseErrors(next).isEmpty, "\(Self.listUseErrors(next))")
+        #expect(Self.listUseErrors(shared).isEmpty)
+    }
+
     /// Readers of a snapshot (the request threads) never see what a writer derives from it,
     /// nor the release of the snapshots it drops.
     @Test func readersOfASnapshotSeeNothingOfAWriter() async throws {

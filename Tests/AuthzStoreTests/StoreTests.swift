@@ -255,6 +255,34 @@ private let seed = """
         #expect(Set(loaded.map(\.record)) == expected)
         let reopened = try MembershipSync(store: try MembershipStore(path: path), policy: try policy(), publish: { _, _ in })
         #expect(Set(reopened.current.directory.records()) == expected)
+        #expect(reopened.current.directory.counts.users == 100)
+    }
+
+    /// A start-up builds the users on the store's reading thread, apart from the rest: a store
+    /// that no longer fits the policy is refused with the errors, in the order, that one
+    /// builder given every row in the store's order finds.
+    @Test func aStoreThatNoLongerFitsIsRefusedWithTheSameErrors() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        var lines = [#"{"kind":"org","id":"acme"}"#]
+        for u in 0..<2_000 { lines.append(#"{"kind":"user","id":"u\#(u)","email":"U\#(u)@x.io","email_verified":true}"#) }
+        for u in 0..<2_000 { lines.append(#"{"kind":"member","org":"acme","user":"u\#(u)","role":"member","assignments":\#(u % 3 == 0 ? #"["dev"]"# : "[]")}"#) }
+        _ = try sync.sync(records(lines.joined(separator: "\n")), mode: .replace).get()
+        // The same policy without `dev`.
+        let narrower = try CompiledPolicy(PolicyDefinition(
+            name: "narrower", permissions: ["write:x"], assignments: [.init(name: "viewer", permissions: [])], impliedAssignment: "viewer",
+            resourceTypes: [.init(name: "thing", actions: [.init(name: "read", requirement: .member)])]))
+        var whole = DirectoryBuilder(policy: narrower)
+        for r in try MembershipStore(path: path).load().records { whole.add(r.record) }
+        var expected: [DataError] = []
+        do { _ = try whole.finish() } catch { expected = error.errors }
+        #expect(expected.count == 100)
+        do {
+            _ = try MembershipSync(store: try MembershipStore(path: path), policy: narrower, publish: { _, _ in })
+            Issue.record("a store that does not fit the policy was loaded")
+        } catch MembershipSync.Failure.storage(let message) {
+            #expect(message.hasSuffix(": " + expected.prefix(5).map(\.description).joined(separator: "; ")))
+        }
     }
 
     /// A replace renames a new file over the store; another store of the same path open in
