@@ -116,7 +116,7 @@ final class SnapshotStore: Sendable {
     }
 }
 
-/// A thread of its own, below the request threads' priority (nice 10, as the sync thread),
+/// A thread of its own, below the request threads' priority (SCHED_IDLE, as the sync thread),
 /// that drops the last reference to replaced snapshots: freeing a million-member directory
 /// takes a core for a second, and at normal priority (a Dispatch queue's worker, whatever its
 /// QoS, on Linux) that second came out of the checks' latency. After a large free it hands

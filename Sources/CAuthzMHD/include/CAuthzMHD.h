@@ -66,8 +66,9 @@ enum MHD_Result authz_mhd_respond(struct MHD_Connection *connection, unsigned in
 const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKind kind,
                              const char *key, size_t key_size, size_t *value_size);
 
-/// Lowers the calling thread's priority (Linux nice value, per thread): background work such
-/// as a large sync must not take the cores from the request threads.
+/// Lowers the calling thread's priority (Linux: SCHED_IDLE, and the nice value as a fallback;
+/// per thread, inherited by the threads it starts): background work such as a large sync must
+/// not take the cores from the request threads, nor make a woken one wait.
 void authz_lower_thread_priority(int nice_value);
 
 #ifdef __cplusplus
