@@ -214,25 +214,9 @@ public final class MembershipStore: @unchecked Sendable {
     /// transaction; returns the revision they are at. A second thread reads the rows out of
     /// SQLite (as bytes, see `RowChunks`) while this one makes them records and calls `body`.
     public func load(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
-        try withPool { pool in
-            let chunks = RowChunks()
-            let reading = Concurrently { () throws -> Int64 in
-                defer { chunks.finish() }
-                return try pool.read { db in
-                    var chunk: [UInt8] = []
-                    chunk.reserveCapacity(RowChunks.chunkBytes + 4096)
-                    for (table, sql) in Self.loadQueries.enumerated() {
-                        try RowChunks.copy(db, sql, table: UInt8(table), into: &chunk, sending: chunks)
-                    }
-                    if !chunk.isEmpty { try chunks.send(chunk) }
-                    return try Self.revision(db)
-                }
-            }
-            var state = LoadState()
-            while let chunk = chunks.next() {
-                RowChunks.rows(of: chunk) { table, row in body(Self.record(table, row, &state)) }
-            }
-            return try reading.result.get()
+        try stream(body) { db, chunks in
+            try Self.copyTables(db, Self.loadQueries.indices, to: chunks)
+            return try Self.revision(db)
         }
     }
 
@@ -243,44 +227,58 @@ public final class MembershipStore: @unchecked Sendable {
     /// revision, the users, and their sizes (`Expected`'s user fields).
     public func load(buildingUsers expected: DirectoryBuilder.Expected, _ body: (AuthzCore.Record) -> Void) throws
         -> (revision: Int64, users: UsersBuilder, userSizes: DirectoryBuilder.Expected) {
+        try stream(body) { db, chunks in
+            var users = UsersBuilder(expected: expected)
+            var sizes = DirectoryBuilder.Expected()
+            let sql = Self.loadQueries[Self.usersTable]
+            let statement = try db.makeStatement(sql: sql)
+            var usersLeft = true
+            // Up to `n` more users; false once none are left.
+            func buildUsers(_ n: Int) throws -> Bool {
+                guard usersLeft else { return false }
+                usersLeft = try RowReader.step(db, statement, sql: sql, rows: n) { r in
+                    let user = Self.user(r)
+                    sizes.count(.user(user))
+                    users.add(user)
+                }
+                return true
+            }
+            try Self.copyTables(db, Self.loadQueries.indices.filter { $0 != Self.usersTable }, to: chunks) { try buildUsers(256) }
+            chunks.finish()
+            while try buildUsers(4096) {}
+            return (try Self.revision(db), users, sizes)
+        }
+    }
+
+    /// What both loads share: `read` runs on a second thread in one read transaction, handing
+    /// rows over through `chunks` (and ending them when it returns or throws), while this
+    /// thread makes them records and calls `body`. Returns what `read` returns.
+    private func stream<R: Sendable>(_ body: (AuthzCore.Record) -> Void,
+                                     read: @escaping @Sendable (Database, RowChunks) throws -> R) throws -> R {
         try withPool { pool in
             let chunks = RowChunks()
-            let reading = Concurrently { () throws -> (Int64, UsersBuilder, DirectoryBuilder.Expected) in
+            let reading = Concurrently { () throws -> R in
                 defer { chunks.finish() }
-                return try pool.read { db in
-                    var users = UsersBuilder(expected: expected)
-                    var sizes = DirectoryBuilder.Expected()
-                    let sql = Self.loadQueries[Self.usersTable]
-                    let statement = try db.makeStatement(sql: sql)
-                    var usersLeft = true
-                    // Up to `n` more users; false once none are left.
-                    func buildUsers(_ n: Int) throws -> Bool {
-                        guard usersLeft else { return false }
-                        usersLeft = try RowReader.step(db, statement, sql: sql, rows: n) { r in
-                            let user = Self.user(r)
-                            sizes.count(.user(user))
-                            users.add(user)
-                        }
-                        return true
-                    }
-                    var chunk: [UInt8] = []
-                    chunk.reserveCapacity(RowChunks.chunkBytes + 4096)
-                    for (table, sql) in Self.loadQueries.enumerated() where table != Self.usersTable {
-                        try RowChunks.copy(db, sql, table: UInt8(table), into: &chunk, sending: chunks) { try buildUsers(256) }
-                    }
-                    if !chunk.isEmpty { try chunks.send(chunk) { try buildUsers(256) } }
-                    chunks.finish()
-                    while try buildUsers(4096) {}
-                    return (try Self.revision(db), users, sizes)
-                }
+                return try pool.read { db in try read(db, chunks) }
             }
             var state = LoadState()
             while let chunk = chunks.next() {
                 RowChunks.rows(of: chunk) { table, row in body(Self.record(table, row, &state)) }
             }
-            let (revision, users, sizes) = try reading.result.get()
-            return (revision, users, sizes)
+            return try reading.result.get()
         }
+    }
+
+    /// Copies the rows of `tables` (positions in `loadQueries`) into chunks for `chunks`;
+    /// `meanwhile` as in `RowChunks.send`.
+    private static func copyTables(_ db: Database, _ tables: some Sequence<Int>, to chunks: RowChunks,
+                                   meanwhile: () throws -> Bool = { false }) throws {
+        var chunk: [UInt8] = []
+        chunk.reserveCapacity(RowChunks.chunkBytes + 4096)
+        for table in tables {
+            try RowChunks.copy(db, loadQueries[table], table: UInt8(table), into: &chunk, sending: chunks, meanwhile: meanwhile)
+        }
+        if !chunk.isEmpty { try chunks.send(chunk, meanwhile: meanwhile) }
     }
 
     /// What `load` reads, table by table (the order rebuilds the directory: orgs before what
