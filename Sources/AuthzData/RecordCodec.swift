@@ -63,8 +63,7 @@ public enum RecordCodec {
     public static func decodeLines(_ data: Data) -> (records: [LocatedRecord], errors: [DataError]) {
         let lines = splitLines(data)
         if lines.isEmpty { return ([], []) }
-        let chunkCount = min(ProcessInfo.processInfo.activeProcessorCount, max(1, lines.count / 20_000))
-        let chunkSize = (lines.count + chunkCount - 1) / chunkCount
+        let (chunkCount, chunkSize) = chunks(lines.count)
         var errors: [DataError] = []
         // Each chunk writes its records into the result from the place of its first line, so
         // they are never copied (a copy retains every string of 2M records, then releases them).
@@ -102,8 +101,7 @@ public enum RecordCodec {
     public static func checkLines(_ data: Data) -> (count: Int, errors: [DataError]) {
         let lines = splitLines(data)
         if lines.isEmpty { return (0, []) }
-        let chunkCount = min(ProcessInfo.processInfo.activeProcessorCount, max(1, lines.count / 20_000))
-        let chunkSize = (lines.count + chunkCount - 1) / chunkCount
+        let (chunkCount, chunkSize) = chunks(lines.count)
         let window = 8192
         let parts = PartResults(count: chunkCount)
         defer { parts.deallocate() }
@@ -131,6 +129,13 @@ public enum RecordCodec {
             errors.append(contentsOf: part.errors.prefix(maxErrors - errors.count))
         }
         return (count, errors)
+    }
+
+    /// How many parts `lineCount` lines are decoded in, one per core but no part under 20,000
+    /// lines when there are several, and the lines in each part but the last.
+    private static func chunks(_ lineCount: Int) -> (count: Int, size: Int) {
+        let count = min(ProcessInfo.processInfo.activeProcessorCount, max(1, lineCount / 20_000))
+        return (count, (lineCount + count - 1) / count)
     }
 
     /// Runs `body(0)` ... `body(count - 1)` at once: the last on the calling thread, the others
