@@ -429,6 +429,12 @@ struct ByteMapHead<Value>: @unchecked Sendable {
     /// the key's, so the two misses overlap).
     @inline(__always)
     func findSlot(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> UInt64? {
+        probe(hash, matches)?.slot
+    }
+
+    /// Where the key that `matches` is in `slots`, and that slot (see `findSlot`).
+    @inline(__always)
+    func probe(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> (index: Int, slot: UInt64)? {
         let tag = ByteMapShard<Value>.tag(hash)
         var i = Int(truncatingIfNeeded: hash) & slotMask
         while true {
@@ -437,7 +443,7 @@ struct ByteMapHead<Value>: @unchecked Sendable {
             if ByteMapShard<Value>.tag(ofSlot: slot) == tag {
                 let key = UnsafeRawPointer(arena + ByteMapShard<Value>.keyOffset(slot))
                 let length = Int((key - 2).loadUnaligned(as: UInt16.self))
-                if matches(UnsafeRawBufferPointer(start: key, count: length)) { return slot }
+                if matches(UnsafeRawBufferPointer(start: key, count: length)) { return (i, slot) }
             }
             i = (i &+ 1) & slotMask
         }
@@ -565,14 +571,7 @@ final class ByteMapShard<Value>: @unchecked Sendable {
 
     /// The slot pointing at the entry whose key `matches`.
     func findSlot(_ hash: UInt64, _ matches: (UnsafeRawBufferPointer) -> Bool) -> Int? {
-        let tag = Self.tag(hash)
-        var i = Int(truncatingIfNeeded: hash) & slotMask
-        while slots[i] != 0 {
-            let slot = slots[i]
-            if Self.tag(ofSlot: slot) == tag && matches(key(at: Self.entryIndex(slot))) { return i }
-            i = (i + 1) & slotMask
-        }
-        return nil
+        head.probe(hash, matches)?.index
     }
 
     /// The slot pointing at entry `e` (which exists), found from its key's hash.
