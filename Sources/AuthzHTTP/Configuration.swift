@@ -16,6 +16,9 @@ public struct ServerConfiguration: Sendable {
     public var maxBodySize: Int = 1 << 20
     /// Largest `POST /v1/sync` body, in bytes (a full replace of a million records is ~110 MB).
     public var maxSyncBodySize: Int = 1 << 30
+    /// How long a sync's work runs in the idle scheduling class (below every check) before it
+    /// is raised to normal priority, so that it finishes even when checks leave no idle time.
+    public var syncIdleLimit: Duration = .seconds(30)
     /// Most items in one `POST /v1/check/batch`; more is 413.
     public var maxBatch: Int = 1000
     /// Guards the admin routes (`POST /v1/sync`, `POST /v1/policy/reload`). Without it they answer 401.

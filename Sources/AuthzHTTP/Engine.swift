@@ -135,9 +135,20 @@ final class Engine: Sendable {
             state.working = true
             let parameters = SyncParameters(mode: c.query("mode").map(string), ifRevision: c.query("if_revision").map(string))
             let suspended = c.suspend()
-            Thread.detachNewThread { [self] in
-                // Below the pool threads: a large sync must not take the cores from checks.
-                authz_lower_thread_priority(10)
+            // Below the pool threads: a large sync must not take the cores from checks, but
+            // past the limit it must not wait for idle time that may never come either.
+            let limit = configuration.syncIdleLimit
+            BackgroundWork.start(idleLimit: limit, onRaise: { [logger] found in
+                if found.refused > 0 && found.raised == 0 {
+                    logger.warning("sync still running after its idle-class limit, and the kernel refused to raise its priority (needs CAP_SYS_NICE or RLIMIT_NICE 20); it goes on in the idle class", metadata: [
+                        "limit": "\(limit)", "threads": "\(found.refused)",
+                    ])
+                } else {
+                    logger.notice("sync still running after its idle-class limit: raised to normal priority", metadata: [
+                        "limit": "\(limit)", "threads": "\(found.raised)",
+                    ])
+                }
+            }) { [self] in
                 // The state is this thread's until it resumes the connection.
                 var body = state.body
                 state.body = []

@@ -127,8 +127,10 @@ final class Reclaimer: Sendable {
 
     init() {
         Thread.detachNewThread { [self] in
-            authz_lower_thread_priority(10)
             while true {
+                // Again on every round: a sync past its idle-class limit raises every idle-class
+                // thread of the process, this one included (BackgroundWork).
+                authz_lower_thread_priority(10)
                 wake.wait()
                 var batch = queue.withLock { q in
                     defer { q = [] }

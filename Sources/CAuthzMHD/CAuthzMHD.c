@@ -11,6 +11,8 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sched.h>
+#include <dirent.h>
+#include <stdlib.h>
 
 static int authz_mhd_listen_socket(const char *host, uint16_t port, char *error, size_t error_size) {
     struct addrinfo hints, *found = NULL;
@@ -138,5 +140,33 @@ void authz_lower_thread_priority(int nice_value) {
     sched_setscheduler(tid, SCHED_IDLE, &none);
 #else
     (void)nice_value;
+#endif
+}
+
+// The threads are found in /proc/self/task (a thread's policy is its own on Linux). A thread
+// that exits meanwhile makes its calls fail with ESRCH, which is fine: it needs nothing.
+int authz_raise_idle_threads(int *refused) {
+    *refused = 0;
+#ifdef __linux__
+    DIR *tasks = opendir("/proc/self/task");
+    if (tasks == NULL) return 0;
+    int raised = 0;
+    struct dirent *entry;
+    while ((entry = readdir(tasks)) != NULL) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        pid_t tid = (pid_t)atoi(entry->d_name);
+        if (sched_getscheduler(tid) != SCHED_IDLE) continue;
+        struct sched_param none = {0};
+        if (sched_setscheduler(tid, SCHED_OTHER, &none) == 0) {
+            setpriority(PRIO_PROCESS, (id_t)tid, 0);
+            raised++;
+        } else if (errno == EPERM) {
+            (*refused)++;
+        }
+    }
+    closedir(tasks);
+    return raised;
+#else
+    return 0;
 #endif
 }

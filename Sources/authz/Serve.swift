@@ -40,6 +40,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest /v1/sync body, in bytes.")
     var maxSyncBody = 1 << 30
 
+    @Option(help: "Seconds a sync may run below the checks' priority (idle class) before it competes with them as an equal.")
+    var syncIdleLimit = 30.0
+
     @Option(help: "A file holding the admin token (default: $AUTHZ_ADMIN_TOKEN).")
     var adminTokenFile: String?
 
@@ -65,6 +68,9 @@ struct Serve: ParsableCommand {
         guard maxBody >= 1024 else { throw ValidationError("--max-body must be at least 1024") }
         guard connectionLimit >= 1 else { throw ValidationError("--connection-limit must be at least 1") }
         guard timeout >= 1 else { throw ValidationError("--timeout must be at least 1") }
+        guard syncIdleLimit >= 0, syncIdleLimit <= 86_400 else {
+            throw ValidationError("--sync-idle-limit must be between 0 and 86400 seconds")
+        }
     }
 
     func run() throws {
@@ -79,6 +85,7 @@ struct Serve: ParsableCommand {
         configuration.connectionTimeout = timeout
         configuration.maxBodySize = maxBody
         configuration.maxSyncBodySize = maxSyncBody
+        configuration.syncIdleLimit = .milliseconds(Int64((syncIdleLimit * 1000).rounded()))
         configuration.maxBatch = maxBatch
         configuration.adminToken = try token(file: adminTokenFile, environment: "AUTHZ_ADMIN_TOKEN")
         configuration.checkToken = try token(file: checkTokenFile, environment: "AUTHZ_CHECK_TOKEN")

@@ -1,11 +1,16 @@
+@testable import AuthzHTTP
 import CAuthzMHD
 import Foundation
+import Synchronization
 import Testing
 
 /// Background work (a sync, the reclaimer) runs at the lowest priority the kernel has, so that
 /// a request thread that wakes takes the core at once; at nice 10 alone, a sync's thread kept it
-/// for its whole slice (benchmarks/FINDINGS.md).
-@Suite struct BackgroundPriorityTests {
+/// for its whole slice (benchmarks/FINDINGS.md). Past a limit, a sync still running is raised to
+/// normal priority, so that it cannot wait without bound while checks keep the cores busy.
+/// Serialized: raising acts on every idle-class thread of the process, so it must not run
+/// while the first test looks at its own.
+@Suite(.serialized) struct BackgroundPriorityTests {
     typealias Scheduling = (policy: Int, nice: Int)
 
     /// The calling thread's scheduling policy and nice value, from /proc (Linux).
@@ -44,6 +49,62 @@ import Testing
         #expect(seen.before?.policy == schedOther && seen.before?.nice == 0)
         #expect(seen.after?.policy == schedIdle && seen.after?.nice == 10)
         #expect(seen.child?.policy == schedIdle && seen.child?.nice == 10)
+        #endif
+    }
+
+    /// Polls the calling thread's policy until it is `policy` or `seconds` pass.
+    static func waitForPolicy(_ policy: Int, seconds: Double) -> Scheduling? {
+        let deadline = Date().addingTimeInterval(seconds)
+        var now = scheduling()
+        while now?.policy != policy && Date() < deadline {
+            usleep(5_000)
+            now = scheduling()
+        }
+        return now
+    }
+
+    final class Raising: @unchecked Sendable {
+        var first, later, child: Scheduling?
+        let raised = Mutex<[BackgroundWork.Raised]>([])
+        let done = DispatchSemaphore(value: 0)
+    }
+
+    @Test func backgroundWorkStillRunningAtItsLimitIsRaisedWithTheThreadsItStarted() {
+        #if os(Linux)
+        let schedOther = 0, schedIdle = 5
+        let seen = Raising()
+        BackgroundWork.start(idleLimit: .milliseconds(50), onRaise: { found in seen.raised.withLock { $0.append(found) } }) {
+            seen.first = Self.scheduling()
+            let childDone = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                seen.child = Self.waitForPolicy(schedOther, seconds: 10)
+                childDone.signal()
+            }
+            seen.later = Self.waitForPolicy(schedOther, seconds: 10)
+            childDone.wait()
+            seen.done.signal()
+        }
+        seen.done.wait()
+        #expect(seen.first?.policy == schedIdle && seen.first?.nice == 10)
+        #expect(seen.later?.policy == schedOther && seen.later?.nice == 0)
+        #expect(seen.child?.policy == schedOther && seen.child?.nice == 0)
+        let found = seen.raised.withLock { $0 }
+        #expect(found.count == 1 && found.first.map { $0.raised >= 2 && $0.refused == 0 } == true)
+        #endif
+    }
+
+    @Test func backgroundWorkDoneWithinItsLimitIsLeftAlone() {
+        #if os(Linux)
+        let seen = Raising()
+        BackgroundWork.start(idleLimit: .milliseconds(100), onRaise: { found in seen.raised.withLock { $0.append(found) } }) {
+            seen.first = Self.scheduling()
+            seen.done.signal()
+        }
+        seen.done.wait()
+        // Past the limit: the work had finished, so nothing may have been raised.
+        usleep(400_000)
+        #expect(seen.first?.policy == 5)
+        #expect(seen.raised.withLock { $0 }.isEmpty)
         #endif
     }
 }

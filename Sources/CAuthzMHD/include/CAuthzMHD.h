@@ -71,6 +71,14 @@ const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKi
 /// not take the cores from the request threads, nor make a woken one wait.
 void authz_lower_thread_priority(int nice_value);
 
+/// Raises every thread of this process that is in the idle class (Linux SCHED_IDLE: the
+/// background work lowered by authz_lower_thread_priority) to normal priority (SCHED_OTHER,
+/// nice 0), and returns how many it raised; `refused` gets how many the kernel refused (EPERM:
+/// leaving the idle class needs CAP_SYS_NICE or an RLIMIT_NICE of 20). Why: the idle class gets
+/// no CPU at all while the request threads keep both cores busy, so a sync could wait without
+/// bound; past a limit the server lets it compete as an equal. 0 where there is no idle class.
+int authz_raise_idle_threads(int *refused);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,43 @@
+internal import CAuthzMHD
+import Foundation
+import Synchronization
+
+/// Background work of the server (a sync): a thread of its own in the idle scheduling class,
+/// below every request thread, with a limit on how long it may stay there.
+///
+/// The idle class runs only on a core nothing else wants, so a request thread that wakes takes
+/// the core at once (benchmarks/FINDINGS.md: at nice 10 a sync's thread kept it for its whole
+/// slice, milliseconds). The price: while checks keep every core busy the work gets nothing,
+/// and a large sync could wait without bound (a 1M-membership replace took six minutes under a
+/// saturating load). So once the work has run for `idleLimit`, the process's idle-class
+/// threads (this work's, the threads it started, the reclaimer) are raised to normal priority
+/// and the work finishes competing with the checks as an equal.
+enum BackgroundWork {
+    /// What raising found: threads raised, and threads the kernel refused to raise (leaving the
+    /// idle class needs CAP_SYS_NICE or an RLIMIT_NICE of 20).
+    typealias Raised = (raised: Int, refused: Int)
+
+    private final class Done: Sendable {
+        let flag = Atomic<Bool>(false)
+    }
+
+    /// Runs `work` on a new idle-class thread. `onRaise` is called (on another thread) if the
+    /// limit passed before `work` returned.
+    static func start(idleLimit: Duration, onRaise: @escaping @Sendable (Raised) -> Void,
+                      _ work: @escaping @Sendable () -> Void) {
+        let done = Done()
+        Thread.detachNewThread {
+            authz_lower_thread_priority(10)
+            work()
+            done.flag.store(true, ordering: .releasing)
+        }
+        let (seconds, attoseconds) = idleLimit.components
+        let limit = DispatchTimeInterval.nanoseconds(Int(min(seconds, 1 << 32)) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
+        DispatchQueue.global().asyncAfter(deadline: .now() + limit) {
+            guard !done.flag.load(ordering: .acquiring) else { return }
+            var refused: Int32 = 0
+            let raised = authz_raise_idle_threads(&refused)
+            onRaise((Int(raised), Int(refused)))
+        }
+    }
+}
