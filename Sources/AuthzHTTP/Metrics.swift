@@ -3,16 +3,26 @@ import Prometheus
 
 /// The server's metrics, on swift-prometheus. Every labelled series is created up front and
 /// kept in arrays, so recording on the request path is an index and an atomic add (the
-/// histogram takes its own short lock), never a registry lookup.
+/// histogram takes its own short lock), never a registry lookup. The arrays hold the series
+/// unretained (`Series`): the registry and this object keep them alive, and a retain and
+/// release around every call would be two more atomic writes to a line the pool threads share.
 final class ServerMetrics: Sendable {
+    /// A series the registry keeps alive, called without a retain.
+    struct Series<Metric: AnyObject & Sendable>: @unchecked Sendable {
+        private let metric: Unmanaged<Metric>
+        init(_ metric: Metric) { self.metric = Unmanaged.passUnretained(metric) }
+        @inline(__always)
+        func use<R>(_ body: (Metric) -> R) -> R { metric._withUnsafeGuaranteedRef(body) }
+    }
+
     let registry: PrometheusCollectorRegistry
 
     /// Status codes the server answers with; anything else counts as `other`.
     static let statuses = [200, 400, 401, 404, 405, 409, 413, 422, 500, 503]
 
-    private let requests: [[Counter]]          // [route][status index]
-    private let latency: [DurationHistogram]   // [route]
-    private let decisions: [Counter]           // [reason]
+    private let requests: [[Series<Counter>]]          // [route][status index]
+    private let latency: [Series<DurationHistogram>]   // [route]
+    private let decisions: [Series<Counter>]           // [reason]
     let revision: Gauge
     private let sizes: [Gauge]                 // orgs, users, members, roles, api_keys, invitations
     let reloads: Counter
@@ -27,7 +37,7 @@ final class ServerMetrics: Sendable {
             helpText: "HTTP requests answered, by route and status")
         let statusLabels = ServerMetrics.statuses.map(String.init) + ["other"]
         requests = Route.allCases.map { route in
-            statusLabels.map { registry.makeCounter(descriptor: requestName, labels: [("route", route.label), ("status", $0)]) }
+            statusLabels.map { Series(registry.makeCounter(descriptor: requestName, labels: [("route", route.label), ("status", $0)])) }
         }
         let latencyName = MetricNameDescriptor(
             namespace: "authz", subsystem: "http", metricName: "request_duration", unitName: "seconds",
@@ -38,13 +48,13 @@ final class ServerMetrics: Sendable {
             .milliseconds(500), .seconds(2),
         ]
         latency = Route.allCases.map {
-            registry.makeDurationHistogram(descriptor: latencyName, labels: [("route", $0.label)], buckets: buckets)
+            Series(registry.makeDurationHistogram(descriptor: latencyName, labels: [("route", $0.label)], buckets: buckets))
         }
         let decisionName = MetricNameDescriptor(
             namespace: "authz", metricName: "decisions", unitName: "total",
             helpText: "Decisions made, by outcome and reason")
         decisions = Reason.allCases.map {
-            registry.makeCounter(descriptor: decisionName, labels: [("outcome", $0.allows ? "allow" : "deny"), ("reason", $0.code)])
+            Series(registry.makeCounter(descriptor: decisionName, labels: [("outcome", $0.allows ? "allow" : "deny"), ("reason", $0.code)]))
         }
         revision = registry.makeGauge(descriptor: MetricNameDescriptor(
             namespace: "authz", metricName: "revision", unitName: "",
@@ -70,12 +80,12 @@ final class ServerMetrics: Sendable {
     @inline(__always)
     func request(_ route: Route, status: Int, duration: Duration) {
         let i = ServerMetrics.statuses.firstIndex(of: status) ?? ServerMetrics.statuses.count
-        requests[route.rawValue][i].increment()
-        latency[route.rawValue].record(duration)
+        requests[route.rawValue][i].use { $0.increment() }
+        latency[route.rawValue].use { $0.record(duration) }
     }
 
     @inline(__always)
-    func decision(_ reason: Reason) { decisions[Int(reason.rawValue)].increment() }
+    func decision(_ reason: Reason) { decisions[Int(reason.rawValue)].use { $0.increment() } }
 
     func published(_ snapshot: Snapshot) {
         revision.set(Double(snapshot.revision))

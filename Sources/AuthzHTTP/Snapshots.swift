@@ -70,14 +70,24 @@ final class SnapshotStore: Sendable {
         pthread_key_delete(key)
     }
 
-    /// The latest snapshot, read without the lock (see the type's comment).
+    /// The latest snapshot, read without the lock (see the type's comment). `body` must not
+    /// call `withCurrent` again: the snapshot it was given is borrowed from the thread's cache,
+    /// which a nested call could replace.
     @inline(__always)
     func withCurrent<R>(_ body: (Snapshot) throws -> R) rethrows -> R {
         let wanted = generation.load(ordering: .acquiring)
         if let raw = pthread_getspecific(key) {
             let cache = Unmanaged<ThreadCache>.fromOpaque(raw)
             let hit = cache._withUnsafeGuaranteedRef { $0.snapshot.generation == wanted }
-            if hit { return try cache._withUnsafeGuaranteedRef { try body($0.snapshot) } }
+            if hit {
+                // Borrowed, not retained: this thread's cache holds it and only this thread
+                // replaces it, which cannot happen while `body` runs (withCurrent is never
+                // nested). A retain here was an atomic write to the one object every pool
+                // thread uses, on every request.
+                return try cache._withUnsafeGuaranteedRef { c in
+                    try Unmanaged.passUnretained(c.snapshot)._withUnsafeGuaranteedRef { try body($0) }
+                }
+            }
             let fresh = published.withLock { $0 }
             let previous = cache._withUnsafeGuaranteedRef { c in
                 defer { c.snapshot = fresh }
