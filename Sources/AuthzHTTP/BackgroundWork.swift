@@ -31,8 +31,7 @@ enum BackgroundWork {
             work()
             done.flag.store(true, ordering: .releasing)
         }
-        let (seconds, attoseconds) = idleLimit.components
-        let limit = DispatchTimeInterval.nanoseconds(Int(min(seconds, 1 << 32)) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
+        let limit = DispatchTimeInterval.nanoseconds(Int(idleLimit / .nanoseconds(1)))
         DispatchQueue.global().asyncAfter(deadline: .now() + limit) {
             guard !done.flag.load(ordering: .acquiring) else { return }
             var refused: Int32 = 0
