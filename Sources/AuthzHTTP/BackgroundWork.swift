@@ -21,22 +21,25 @@ enum BackgroundWork {
         let flag = Atomic<Bool>(false)
     }
 
-    /// Runs `work` on a new idle-class thread. `onRaise` is called (on another thread) if the
-    /// limit passed before `work` returned.
+    /// Runs `work` on a new idle-class thread (at normal priority when `idleLimit` is zero).
+    /// `onRaise` is called (on another thread) if the limit passed before `work` returned.
     static func start(idleLimit: Duration, onRaise: @escaping @Sendable (Raised) -> Void,
                       _ work: @escaping @Sendable () -> Void) {
         let done = Done()
         Thread.detachNewThread {
-            authz_lower_thread_priority(10)
+            if idleLimit > .zero {
+                authz_lower_thread_priority(10)
+                // Armed once the thread is lowered, so a short limit cannot fire before it.
+                let limit = DispatchTimeInterval.nanoseconds(Int(idleLimit / .nanoseconds(1)))
+                DispatchQueue.global().asyncAfter(deadline: .now() + limit) {
+                    guard !done.flag.load(ordering: .acquiring) else { return }
+                    var refused: Int32 = 0
+                    let raised = authz_raise_idle_threads(&refused)
+                    onRaise((Int(raised), Int(refused)))
+                }
+            }
             work()
             done.flag.store(true, ordering: .releasing)
-        }
-        let limit = DispatchTimeInterval.nanoseconds(Int(idleLimit / .nanoseconds(1)))
-        DispatchQueue.global().asyncAfter(deadline: .now() + limit) {
-            guard !done.flag.load(ordering: .acquiring) else { return }
-            var refused: Int32 = 0
-            let raised = authz_raise_idle_threads(&refused)
-            onRaise((Int(raised), Int(refused)))
         }
     }
 }

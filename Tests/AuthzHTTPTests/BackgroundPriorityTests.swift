@@ -107,4 +107,17 @@ import Testing
         #expect(seen.raised.withLock { $0 }.isEmpty)
         #endif
     }
+
+    @Test func backgroundWorkWithNoIdleLimitRunsAtNormalPriority() {
+        #if os(Linux)
+        let seen = Raising()
+        BackgroundWork.start(idleLimit: .zero, onRaise: { found in seen.raised.withLock { $0.append(found) } }) {
+            seen.first = Self.scheduling()
+            seen.done.signal()
+        }
+        seen.done.wait()
+        #expect(seen.first?.policy == 0 && seen.first?.nice == 0)
+        #expect(seen.raised.withLock { $0 }.isEmpty)
+        #endif
+    }
 }
