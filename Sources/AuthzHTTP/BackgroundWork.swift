@@ -17,29 +17,35 @@ enum BackgroundWork {
     /// idle class needs CAP_SYS_NICE or an RLIMIT_NICE of 20).
     typealias Raised = (raised: Int, refused: Int)
 
-    private final class Done: Sendable {
-        let flag = Atomic<Bool>(false)
+    /// Whether the work has returned. Checking and raising happen under the same lock as
+    /// finishing, so a raise never follows the end of the work. (A timer that finds the work
+    /// done does nothing; it is left to expire rather than cancelled.)
+    private final class State: Sendable {
+        let done = Mutex(false)
     }
 
     /// Runs `work` on a new idle-class thread (at normal priority when `idleLimit` is zero).
     /// `onRaise` is called (on another thread) if the limit passed before `work` returned.
     static func start(idleLimit: Duration, onRaise: @escaping @Sendable (Raised) -> Void,
                       _ work: @escaping @Sendable () -> Void) {
-        let done = Done()
+        let state = State()
         Thread.detachNewThread {
             if idleLimit > .zero {
                 authz_lower_thread_priority(10)
                 // Armed once the thread is lowered, so a short limit cannot fire before it.
                 let limit = DispatchTimeInterval.nanoseconds(Int(idleLimit / .nanoseconds(1)))
                 DispatchQueue.global().asyncAfter(deadline: .now() + limit) {
-                    guard !done.flag.load(ordering: .acquiring) else { return }
-                    var refused: Int32 = 0
-                    let raised = authz_raise_idle_threads(&refused)
-                    onRaise((Int(raised), Int(refused)))
+                    let found: Raised? = state.done.withLock { done in
+                        guard !done else { return nil }
+                        var refused: Int32 = 0
+                        let raised = authz_raise_idle_threads(&refused)
+                        return (Int(raised), Int(refused))
+                    }
+                    if let found { onRaise(found) }
                 }
             }
             work()
-            done.flag.store(true, ordering: .releasing)
+            state.done.withLock { $0 = true }
         }
     }
 }

@@ -139,8 +139,12 @@ final class Engine: Sendable {
             // past the limit it must not wait for idle time that may never come either.
             let limit = configuration.syncIdleLimit
             BackgroundWork.start(idleLimit: limit, onRaise: { [logger] found in
-                if found.refused > 0 && found.raised == 0 {
-                    logger.warning("sync still running after its idle-class limit, and the kernel refused to raise its priority (needs CAP_SYS_NICE or RLIMIT_NICE 20); it goes on in the idle class", metadata: [
+                if found.raised == 0 && found.refused == 0 {
+                    logger.notice("sync still running after its idle-class limit; no thread was left in the idle class", metadata: [
+                        "limit": "\(limit)",
+                    ])
+                } else if found.refused > 0 && found.raised == 0 {
+                    logger.warning("sync still running after its idle-class limit, and the kernel refused to raise its priority (needs CAP_SYS_NICE or an RLIMIT_NICE of at least 10); it goes on in the idle class", metadata: [
                         "limit": "\(limit)", "threads": "\(found.refused)",
                     ])
                 } else {

@@ -4,8 +4,9 @@ import Prometheus
 /// The server's metrics, on swift-prometheus. Every labelled series is created up front and
 /// kept in arrays, so recording on the request path is an index and an atomic add (the
 /// histogram takes its own short lock), never a registry lookup. The arrays hold the series
-/// unretained (`Series`): the registry and this object keep them alive, and a retain and
-/// release around every call would be two more atomic writes to a line the pool threads share.
+/// unretained (`Series`): the registry keeps every metric it made alive (it is private to this
+/// object and nothing unregisters), and a retain and release around every call would be two
+/// more atomic writes to a line the pool threads share.
 final class ServerMetrics: Sendable {
     /// A series the registry keeps alive, called without a retain.
     struct Series<Metric: AnyObject & Sendable>: @unchecked Sendable {

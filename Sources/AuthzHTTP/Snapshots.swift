@@ -132,21 +132,33 @@ final class SnapshotStore: Sendable {
 /// QoS, on Linux) that second came out of the checks' latency. After a large free it hands
 /// the freed pages back to the system (`MembershipSync.returnFreedMemory`).
 final class Reclaimer: Sendable {
-    private let queue = Mutex<[Snapshot]>([])
+    static let threadName = "authz-reclaim"
+    /// What the thread does on a round: drop snapshots, or (tests) run a closure there.
+    private enum Job {
+        case drop(Snapshot)
+        case run(@Sendable () -> Void)
+    }
+    private let queue = Mutex<[Job]>([])
     private let wake = DispatchSemaphore(value: 0)
 
     init() {
         Thread.detachNewThread { [self] in
+            // Named, so that top and /proc tell it from the pool threads.
+            authz_name_thread(Reclaimer.threadName)
+            authz_lower_thread_priority(10)
             while true {
-                // Again on every round: a sync past its idle-class limit raises every idle-class
-                // thread of the process, this one included (BackgroundWork).
-                authz_lower_thread_priority(10)
                 wake.wait()
+                // Again on every round, after the wait: a sync past its idle-class limit raises
+                // every idle-class thread of the process, this one included (BackgroundWork),
+                // most likely while it waits, and the free it then wakes for must not run at
+                // normal priority.
+                authz_lower_thread_priority(10)
                 var batch = queue.withLock { q in
                     defer { q = [] }
                     return q
                 }
-                let large = batch.contains { $0.directory.counts.members > 10_000 }
+                let large = batch.contains { if case .drop(let s) = $0 { s.directory.counts.members > 10_000 } else { false } }
+                for case .run(let body) in batch { body() }
                 batch = []
                 if large { MembershipSync.returnFreedMemory() }
             }
@@ -154,7 +166,14 @@ final class Reclaimer: Sendable {
     }
 
     func release(_ snapshot: Snapshot) {
-        queue.withLock { $0.append(snapshot) }
+        queue.withLock { $0.append(.drop(snapshot)) }
+        wake.signal()
+    }
+
+    /// Runs `body` on the reclaimer's thread, on its next round (for tests: what priority the
+    /// work of a round gets).
+    func onItsThread(_ body: @escaping @Sendable () -> Void) {
+        queue.withLock { $0.append(.run(body)) }
         wake.signal()
     }
 }

@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <sched.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 static int authz_mhd_listen_socket(const char *host, uint16_t port, char *error, size_t error_size) {
@@ -144,29 +145,49 @@ void authz_lower_thread_priority(int nice_value) {
 }
 
 // The threads are found in /proc/self/task (a thread's policy is its own on Linux). A thread
-// that exits meanwhile makes its calls fail with ESRCH, which is fine: it needs nothing.
+// that exits meanwhile makes its calls fail with ESRCH, which is fine: it needs nothing. A
+// thread started during the scan may be missed, so the scan repeats until a pass finds none.
+// With an RLIMIT_NICE below 20 the kernel may let a thread leave the idle class but not reach
+// nice 0: it then gets the lowest nice the limit allows (20 - limit), still normal policy.
 int authz_raise_idle_threads(int *refused) {
     *refused = 0;
 #ifdef __linux__
-    DIR *tasks = opendir("/proc/self/task");
-    if (tasks == NULL) return 0;
+    struct rlimit limit;
+    int floor_nice = 0;
+    if (getrlimit(RLIMIT_NICE, &limit) == 0 && limit.rlim_cur < 20) floor_nice = 20 - (int)limit.rlim_cur;
     int raised = 0;
-    struct dirent *entry;
-    while ((entry = readdir(tasks)) != NULL) {
-        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
-        pid_t tid = (pid_t)atoi(entry->d_name);
-        if (sched_getscheduler(tid) != SCHED_IDLE) continue;
-        struct sched_param none = {0};
-        if (sched_setscheduler(tid, SCHED_OTHER, &none) == 0) {
-            setpriority(PRIO_PROCESS, (id_t)tid, 0);
-            raised++;
-        } else if (errno == EPERM) {
-            (*refused)++;
+    for (int pass = 0; pass < 4; pass++) {
+        DIR *tasks = opendir("/proc/self/task");
+        if (tasks == NULL) break;
+        int found = 0;
+        struct dirent *entry;
+        while ((entry = readdir(tasks)) != NULL) {
+            if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+            pid_t tid = (pid_t)atoi(entry->d_name);
+            if (sched_getscheduler(tid) != SCHED_IDLE) continue;
+            found++;
+            struct sched_param none = {0};
+            if (sched_setscheduler(tid, SCHED_OTHER, &none) == 0) {
+                if (setpriority(PRIO_PROCESS, (id_t)tid, 0) != 0 && floor_nice > 0)
+                    setpriority(PRIO_PROCESS, (id_t)tid, floor_nice);
+                raised++;
+            } else if (errno == EPERM) {
+                (*refused)++;
+            }
         }
+        closedir(tasks);
+        if (found == 0 || *refused > 0) break;
     }
-    closedir(tasks);
     return raised;
 #else
     return 0;
+#endif
+}
+
+void authz_name_thread(const char *name) {
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), name);
+#else
+    (void)name;
 #endif
 }

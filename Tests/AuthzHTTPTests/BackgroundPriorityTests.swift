@@ -67,14 +67,20 @@ import Testing
         var first, later, child: Scheduling?
         let raised = Mutex<[BackgroundWork.Raised]>([])
         let done = DispatchSemaphore(value: 0)
+        let reported = DispatchSemaphore(value: 0)
+        func report(_ found: BackgroundWork.Raised) {
+            raised.withLock { $0.append(found) }
+            reported.signal()
+        }
     }
 
+    // Needs the right to leave the idle class (root with CAP_SYS_NICE, as CI runs); without it
+    // the raise is refused, which the server logs.
     @Test func backgroundWorkStillRunningAtItsLimitIsRaisedWithTheThreadsItStarted() {
         #if os(Linux)
-        let schedOther = 0, schedIdle = 5
+        let schedOther = 0
         let seen = Raising()
-        BackgroundWork.start(idleLimit: .milliseconds(50), onRaise: { found in seen.raised.withLock { $0.append(found) } }) {
-            seen.first = Self.scheduling()
+        BackgroundWork.start(idleLimit: .milliseconds(50), onRaise: seen.report) {
             let childDone = DispatchSemaphore(value: 0)
             Thread.detachNewThread {
                 seen.child = Self.waitForPolicy(schedOther, seconds: 10)
@@ -85,25 +91,25 @@ import Testing
             seen.done.signal()
         }
         seen.done.wait()
-        #expect(seen.first?.policy == schedIdle && seen.first?.nice == 10)
+        #expect(seen.reported.wait(timeout: .now() + 10) == .success)
         #expect(seen.later?.policy == schedOther && seen.later?.nice == 0)
         #expect(seen.child?.policy == schedOther && seen.child?.nice == 0)
         let found = seen.raised.withLock { $0 }
-        #expect(found.count == 1 && found.first.map { $0.raised >= 2 && $0.refused == 0 } == true)
+        #expect(found.count == 1 && found.first.map { $0.raised >= 1 && $0.refused == 0 } == true)
         #endif
     }
 
     @Test func backgroundWorkDoneWithinItsLimitIsLeftAlone() {
         #if os(Linux)
         let seen = Raising()
-        BackgroundWork.start(idleLimit: .milliseconds(100), onRaise: { found in seen.raised.withLock { $0.append(found) } }) {
+        BackgroundWork.start(idleLimit: .seconds(1), onRaise: seen.report) {
             seen.first = Self.scheduling()
             seen.done.signal()
         }
         seen.done.wait()
         // Past the limit: the work had finished, so nothing may have been raised.
-        usleep(400_000)
-        #expect(seen.first?.policy == 5)
+        #expect(seen.reported.wait(timeout: .now() + 1.5) == .timedOut)
+        #expect(seen.first?.policy == 5 && seen.first?.nice == 10)
         #expect(seen.raised.withLock { $0 }.isEmpty)
         #endif
     }
@@ -111,13 +117,47 @@ import Testing
     @Test func backgroundWorkWithNoIdleLimitRunsAtNormalPriority() {
         #if os(Linux)
         let seen = Raising()
-        BackgroundWork.start(idleLimit: .zero, onRaise: { found in seen.raised.withLock { $0.append(found) } }) {
+        BackgroundWork.start(idleLimit: .zero, onRaise: seen.report) {
             seen.first = Self.scheduling()
             seen.done.signal()
         }
         seen.done.wait()
         #expect(seen.first?.policy == 0 && seen.first?.nice == 0)
         #expect(seen.raised.withLock { $0 }.isEmpty)
+        #endif
+    }
+
+    /// A raise catches the reclaimer too (it is idle-class), most likely while it waits; the
+    /// free it then wakes for must still run below the checks.
+    @Test func theReclaimerLowersItselfAgainWhenItWakes() {
+        #if os(Linux)
+        let reclaimer = SnapshotStore.reclaimer
+        let seen = Raising()
+        final class Found: @unchecked Sendable { var path: String? }
+        let reclaimerTask = Found()
+        reclaimer.onItsThread {
+            seen.first = Self.scheduling()
+            reclaimerTask.path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")
+            seen.done.signal()
+        }
+        seen.done.wait()
+        // Raise while it waits for its next round (state S), as a sync past its limit would.
+        let stat = "/proc/\(reclaimerTask.path ?? "self")/stat"
+        for _ in 0..<2000 {
+            if let text = try? String(contentsOfFile: stat, encoding: .utf8), let close = text.lastIndex(of: ")"),
+               text[text.index(after: close)...].split(separator: " ").first == "S" { break }
+            usleep(1_000)
+        }
+        var refused: Int32 = 0
+        _ = authz_raise_idle_threads(&refused)
+        reclaimer.onItsThread {
+            seen.later = Self.scheduling()
+            seen.done.signal()
+        }
+        seen.done.wait()
+        #expect(seen.first?.policy == 5 && seen.first?.nice == 10)
+        #expect(refused == 0)
+        #expect(seen.later?.policy == 5 && seen.later?.nice == 10)
         #endif
     }
 }

@@ -23,7 +23,7 @@ WORK=$(mktemp -d /tmp/authz-sync-bench.XXXXXX)
 PORT=18290
 export AUTHZ_ADMIN_TOKEN=bench-token
 SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; [ -n "${AUTHZ_KEEP_LOGS:-}" ] && cp "$WORK"/*.log /tmp/ 2>/dev/null; rm -rf "$WORK"; }
+cleanup() { [ -n "${WRK_PID:-}" ] && kill "$WRK_PID" 2>/dev/null; [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; [ -n "${AUTHZ_KEEP_LOGS:-}" ] && cp "$WORK"/*.log /tmp/ 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 [ -n "${AUTHZ_SKIP_BUILD:-}" ] || swift build -c release --product authz >/dev/null
@@ -83,18 +83,25 @@ export WRK_PAUSE_MS=1
 wrk_check() { # output-file duration wrk-options script
   wrk $3 -d"$2" --latency -s "benchmarks/http/$4" "http://127.0.0.1:$PORT" -- "$WORK/paths.txt" > "$1"
 }
+WRK_PID=""
 during_replace() { # output-file sync-output-file wrk-options script command-prefix...
-  local out=$1 syncout=$2 options=$3 script=$4; shift 4
-  # wrk itself in the background (not a function's subshell, which would ignore SIGINT).
+  local out=$1 syncout=$2 options=$3 script=$4 rc=0; shift 4
+  # wrk started directly, so that $! is wrk: a function started with & runs in a subshell, and
+  # a non-interactive shell's background jobs ignore SIGINT. wrk sets its own SIGINT handler
+  # (stop, print the report) once its threads run, which the short sleep leaves time for.
   wrk $options -d600s --latency -s "benchmarks/http/$script" "http://127.0.0.1:$PORT" -- "$WORK/paths.txt" > "$out" &
-  local wrk_pid=$!
+  WRK_PID=$!
   sleep 0.2
-  "$@" $AUTHZ sync --server "http://127.0.0.1:$PORT" --replace "$WORK/data.jsonl" > "$syncout"
-  kill -INT $wrk_pid 2>/dev/null || true
-  wait $wrk_pid || true
+  "$@" $AUTHZ sync --server "http://127.0.0.1:$PORT" --replace "$WORK/data.jsonl" > "$syncout" || rc=$?
+  kill -INT $WRK_PID 2>/dev/null || true
+  wait $WRK_PID || true
+  WRK_PID=""
+  grep -q 'Requests/sec' "$out" || { echo "wrk reported nothing during the replace ($out)" >&2; rc=1; }
+  return $rc
 }
 wrk_check "$WORK/idle.txt" 8s "$SATURATING" check.lua
 during_replace "$WORK/busy.txt" "$WORK/sync2.out" "$SATURATING" check.lua env
+sleep 3   # the replaced directory is freed, and the freed memory handed back, after the answer
 wrk_check "$WORK/paced-idle.txt" 8s "$PACED" check_paced.lua
 during_replace "$WORK/paced-busy.txt" "$WORK/sync3.out" "$PACED" check_paced.lua chrt --idle 0
 

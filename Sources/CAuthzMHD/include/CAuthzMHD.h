@@ -73,11 +73,16 @@ void authz_lower_thread_priority(int nice_value);
 
 /// Raises every thread of this process that is in the idle class (Linux SCHED_IDLE: the
 /// background work lowered by authz_lower_thread_priority) to normal priority (SCHED_OTHER,
-/// nice 0), and returns how many it raised; `refused` gets how many the kernel refused (EPERM:
-/// leaving the idle class needs CAP_SYS_NICE or an RLIMIT_NICE of 20). Why: the idle class gets
+/// nice 0, or the lowest nice RLIMIT_NICE allows), and returns how many it raised; `refused`
+/// gets how many the kernel refused (EPERM: leaving the idle class from nice 10 needs
+/// CAP_SYS_NICE or an RLIMIT_NICE of at least 10). Why: the idle class gets
 /// no CPU at all while the request threads keep both cores busy, so a sync could wait without
 /// bound; past a limit the server lets it compete as an equal. 0 where there is no idle class.
 int authz_raise_idle_threads(int *refused);
+
+/// Names the calling thread (Linux: at most 15 bytes, shown by top and in /proc/.../comm).
+/// Why: pthread_setname_np is a GNU extension the Glibc module does not export to Swift.
+void authz_name_thread(const char *name);
 
 #ifdef __cplusplus
 }
