@@ -88,7 +88,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzHTTPTests",
-            dependencies: ["AuthzClient", "AuthzCore", "AuthzHTTP", "AuthzStore", .product(name: "Yams", package: "Yams")]
+            dependencies: ["AuthzClient", "AuthzCore", "AuthzHTTP", "AuthzStore", .product(name: "Yams", package: "Yams"),
+                           .product(name: "Prometheus", package: "swift-prometheus")]
         ),
     ]
 )

@@ -112,7 +112,10 @@ public final class AuthzServer: Sendable {
     }
 
     /// Stops accepting connections, waits (up to `gracePeriod`) for requests in flight to
-    /// finish, then closes every connection and joins the threads. Idempotent.
+    /// finish, then closes every connection and joins the threads. A sync still running after
+    /// the grace period is waited for (libmicrohttpd cannot stop with its connection suspended,
+    /// and its answer says whether it was committed), raised to normal priority so that it
+    /// ends soon. Idempotent.
     public func shutdown(gracePeriod: Duration = .seconds(10)) {
         guard let d = daemon.withLock({ $0 }) else { return }
         engine.draining.store(true, ordering: .relaxed)
@@ -120,6 +123,14 @@ public final class AuthzServer: Sendable {
         let deadline = ContinuousClock.now + gracePeriod
         while engine.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
             usleep(5_000)
+        }
+        if engine.suspendedSyncs.load(ordering: .acquiring) > 0 {
+            var refused: Int32 = 0
+            _ = authz_raise_idle_threads(&refused)
+            while engine.suspendedSyncs.load(ordering: .acquiring) > 0 { usleep(5_000) }
+            // Then a moment for its answer to go out.
+            let sent = ContinuousClock.now + .seconds(5)
+            while engine.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < sent { usleep(5_000) }
         }
         daemon.withLock { $0 = nil }
         MHD_stop_daemon(d.pointer)

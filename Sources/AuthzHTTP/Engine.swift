@@ -26,6 +26,9 @@ final class Engine: Sendable {
     let inFlight = Atomic<Int>(0)
     /// Set while stopping: answers carry `Connection: close`.
     let draining = Atomic<Bool>(false)
+    /// Syncs whose connection is suspended while their work runs: libmicrohttpd aborts the
+    /// process if the daemon is stopped with one of them left, so shutdown waits for these.
+    let suspendedSyncs = Atomic<Int>(0)
     /// The durable writer of membership data, once attached (`/v1/sync`; reloads rebind through it).
     let membership = Mutex<MembershipSync?>(nil)
     /// Bytes reserved up front for request bodies (see `begin`).
@@ -134,6 +137,7 @@ final class Engine: Sendable {
             guard !state.working else { return true }
             state.working = true
             let parameters = SyncParameters(mode: c.query("mode").map(string), ifRevision: c.query("if_revision").map(string))
+            suspendedSyncs.add(1, ordering: .relaxed)
             let suspended = c.suspend()
             // Below the pool threads: a large sync must not take the cores from checks, but
             // past the limit it must not wait for idle time that may never come either.
@@ -158,6 +162,8 @@ final class Engine: Sendable {
                 state.body = []
                 state.answer = sync(&body, parameters)
                 suspended.resume()
+                // After the resume: a daemon stopped from here on finishes resuming it first.
+                suspendedSyncs.subtract(1, ordering: .releasing)
             }
             return true
         }

@@ -3,6 +3,7 @@ import AuthzCore
 import AuthzStore
 import Dispatch
 import Foundation
+import Synchronization
 import Testing
 
 /// A live server backed by a durable store in a temporary directory, its writer attached as
@@ -158,6 +159,38 @@ let seedChecks: [(String, String, String, String)] = [
 
 @Suite("Membership sync over HTTP")
 struct SyncTests {
+    /// libmicrohttpd aborts the process if its daemon is stopped with a connection suspended,
+    /// which is where a sync's connection waits while the sync runs: a shutdown whose grace
+    /// period ends during a sync must wait for it, and the client must get its answer.
+    @Test func aShutdownDuringASyncWaitsForItAndAnswers() throws {
+        let live = try SyncServer()
+        defer { try? FileManager.default.removeItem(at: live.directory) }
+        var lines = [#"{"kind":"org","id":"big"}"#]
+        for i in 0..<30_000 {
+            lines.append(#"{"kind":"user","id":"u\#(i)","email":"u\#(i)@example.com","email_verified":true}"#)
+            lines.append(#"{"kind":"member","org":"big","user":"u\#(i)","role":"\#(i == 0 ? "owner" : "member")"}"#)
+        }
+        final class Outcome: @unchecked Sendable { var response: HTTPResponse?; var error: (any Error)? }
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        let body = lines.joined(separator: "\n")
+        let http = live.http
+        DispatchQueue.global().async {
+            do { outcome.response = try http.sync(body) } catch { outcome.error = error }
+            done.signal()
+        }
+        // Until the sync's connection is suspended (its work running), then stop at once.
+        let deadline = Date().addingTimeInterval(30)
+        while live.server.engine.suspendedSyncs.load(ordering: .acquiring) == 0 && Date() < deadline { usleep(1_000) }
+        #expect(live.server.engine.suspendedSyncs.load(ordering: .acquiring) == 1)
+        live.server.shutdown(gracePeriod: .zero)
+        #expect(live.server.engine.suspendedSyncs.load(ordering: .acquiring) == 0)
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        #expect(outcome.error == nil)
+        #expect(outcome.response?.status == 200)
+        #expect(outcome.response?.json["upserted"] as? Int == 60_001)
+    }
+
     @Test func applyThenCheck() throws {
         let live = try SyncServer()
         defer { live.stop() }

@@ -80,6 +80,16 @@ void authz_lower_thread_priority(int nice_value);
 /// bound; past a limit the server lets it compete as an equal. 0 where there is no idle class.
 int authz_raise_idle_threads(int *refused);
 
+/// A counter that one thread writes and others read (per-thread metrics): relaxed atomic load
+/// and store, no read-modify-write, so adding costs what a plain add does and a concurrent
+/// reader sees a whole value. Why here: Swift's atomics cannot live in raw shared memory.
+static inline void authz_counter_add(uint64_t *counter, uint64_t amount) {
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + amount, __ATOMIC_RELAXED);
+}
+static inline uint64_t authz_counter_load(const uint64_t *counter) {
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
 /// Names the calling thread (Linux: at most 15 bytes, shown by top and in /proc/.../comm).
 /// Why: pthread_setname_np is a GNU extension the Glibc module does not export to Swift.
 void authz_name_thread(const char *name);
