@@ -60,7 +60,7 @@ final class Engine: Sendable {
 
     /// The first call for a request: its headers are in, its body (if any) is not.
     func begin(_ c: Connection, url: UnsafePointer<CChar>, method rawMethod: UnsafePointer<CChar>) -> Begin {
-        let start = ContinuousClock.now
+        let start = Monotonic.now()
         inFlight.add(1, ordering: .relaxed)
         let route = Route.match(url)
         let method = HTTPMethod(rawMethod)
@@ -97,7 +97,7 @@ final class Engine: Sendable {
 
     /// The second call of a GET: the request is complete; answer it.
     func answerGet(_ route: Route, _ c: Connection) -> Bool {
-        let start = ContinuousClock.now
+        let start = Monotonic.now()
         if route == .check {
             // The hot path: the answer is written into this thread's reusable buffer and
             // libmicrohttpd copies it out, so the request allocates nothing of its own.
@@ -177,17 +177,17 @@ final class Engine: Sendable {
 
     // MARK: Answering
 
-    private func send(_ c: Connection, _ route: Route, _ start: ContinuousClock.Instant, _ e: HTTPError) -> Bool {
+    private func send(_ c: Connection, _ route: Route, _ start: Int64, _ e: HTTPError) -> Bool {
         send(c, route, start, status: e.status, body: e.body, contentType: "application/json", header: e.header)
     }
 
     private func send(
-        _ c: Connection, _ route: Route, _ start: ContinuousClock.Instant, status: Int, body: [UInt8],
+        _ c: Connection, _ route: Route, _ start: Int64, status: Int, body: [UInt8],
         contentType: StaticString, header: (name: String, value: String)? = nil
     ) -> Bool {
         let ok = c.respond(status: status, body: body, contentType: contentType, header: header,
                            close: draining.load(ordering: .relaxed))
-        metrics.request(route, status: status, duration: ContinuousClock.now - start)
+        metrics.request(route, status: status, nanoseconds: Monotonic.now() - start)
         return ok
     }
 

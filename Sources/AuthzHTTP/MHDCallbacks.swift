@@ -7,7 +7,8 @@ internal import CMicroHTTPD
 /// every request it handed to `access`, finished or aborted.
 final class RequestState: @unchecked Sendable {
     let route: Route
-    let start: ContinuousClock.Instant
+    /// When its headers were in (`Monotonic.now()`).
+    let start: Int64
     var body: [UInt8] = []
     /// For work run off the pool thread (a sync): set while it runs, then its answer. Written
     /// by the worker before it resumes the connection, read on the pool thread after.
@@ -17,7 +18,7 @@ final class RequestState: @unchecked Sendable {
     var dropped = 0
     /// The share of the body budget this request's buffer was reserved from, returned with it.
     var reservation: BodyBudget.Reservation?
-    init(route: Route, start: ContinuousClock.Instant) {
+    init(route: Route, start: Int64) {
         self.route = route
         self.start = start
     }

@@ -91,12 +91,16 @@ final class ServerMetrics: Sendable {
 
     func synced(records: Int) { syncedRecords.increment(by: Int64(records)) }
 
-    @inline(__always)
     func request(_ route: Route, status: Int, duration: Duration) {
+        request(route, status: status, nanoseconds: Self.nanoseconds(duration))
+    }
+
+    /// One answered request, `nanoseconds` after its headers were in.
+    @inline(__always)
+    func request(_ route: Route, status: Int, nanoseconds ns: Int64) {
         let c = counts.local()
         let i = ServerMetrics.statuses.firstIndex(of: status) ?? ServerMetrics.statuses.count
         authz_counter_add(c + layout.request(route.rawValue, i), 1)
-        let ns = Self.nanoseconds(duration)
         var b = 0
         while b < bounds.count && ns > bounds[b] { b += 1 }
         authz_counter_add(c + layout.bucket(route.rawValue, b), 1)
@@ -225,5 +229,17 @@ final class ThreadCounts: @unchecked Sendable {
             for i in 0..<width { sum[i] &+= authz_counter_load(a + i) }
         }
         return sum
+    }
+}
+
+/// Monotonic nanoseconds for request latency, read straight from `clock_gettime` (the vDSO):
+/// `ContinuousClock`'s `Instant` arithmetic called a type-metadata accessor on every request
+/// (perf: ~2% of the pool threads' user time).
+enum Monotonic {
+    @inline(__always)
+    static func now() -> Int64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Int64(t.tv_sec) &* 1_000_000_000 &+ Int64(t.tv_nsec)
     }
 }
