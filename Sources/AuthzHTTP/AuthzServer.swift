@@ -36,7 +36,7 @@ public final class AuthzServer: Sendable {
     }
 
     deinit {
-        if let d = daemon.withLock({ $0 }) { MHD_stop_daemon(d.pointer) }
+        shutdown(gracePeriod: .zero)
     }
 
     /// libmicrohttpd's memory per connection: the request line, headers and decoded query, the
@@ -124,11 +124,24 @@ public final class AuthzServer: Sendable {
         while engine.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
             usleep(5_000)
         }
-        if engine.suspendedSyncs.load(ordering: .acquiring) > 0 {
-            var refused: Int32 = 0
-            _ = authz_raise_idle_threads(&refused)
-            while engine.suspendedSyncs.load(ordering: .acquiring) > 0 { usleep(5_000) }
-            // Then a moment for its answer to go out.
+        // From here a sync is refused (503, nothing changed), and one already running is
+        // waited for, raised to normal priority (again every 100 ms, in case its thread had
+        // not lowered itself yet), then given a moment for its answer to go out.
+        var running = engine.syncGate.withLock { g in
+            g.closed = true
+            return g.suspended
+        }
+        if running > 0 {
+            var rounds = 0
+            while running > 0 {
+                if rounds % 20 == 0 {
+                    var refused: Int32 = 0
+                    _ = authz_raise_idle_threads(&refused)
+                }
+                rounds += 1
+                usleep(5_000)
+                running = engine.syncGate.withLock { $0.suspended }
+            }
             let sent = ContinuousClock.now + .seconds(5)
             while engine.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < sent { usleep(5_000) }
         }

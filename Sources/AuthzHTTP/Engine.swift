@@ -27,8 +27,9 @@ final class Engine: Sendable {
     /// Set while stopping: answers carry `Connection: close`.
     let draining = Atomic<Bool>(false)
     /// Syncs whose connection is suspended while their work runs: libmicrohttpd aborts the
-    /// process if the daemon is stopped with one of them left, so shutdown waits for these.
-    let suspendedSyncs = Atomic<Int>(0)
+    /// process if the daemon is stopped with one of them left, so shutdown closes the gate
+    /// (later syncs are refused with 503) and then waits for the count to reach zero.
+    let syncGate = Mutex<(closed: Bool, suspended: Int)>((false, 0))
     /// The durable writer of membership data, once attached (`/v1/sync`; reloads rebind through it).
     let membership = Mutex<MembershipSync?>(nil)
     /// Bytes reserved up front for request bodies (see `begin`).
@@ -137,7 +138,12 @@ final class Engine: Sendable {
             guard !state.working else { return true }
             state.working = true
             let parameters = SyncParameters(mode: c.query("mode").map(string), ifRevision: c.query("if_revision").map(string))
-            suspendedSyncs.add(1, ordering: .relaxed)
+            let admitted = syncGate.withLock { g in
+                if g.closed { return false }
+                g.suspended += 1
+                return true
+            }
+            guard admitted else { return send(c, .sync, state.start, .stopping) }
             let suspended = c.suspend()
             // Below the pool threads: a large sync must not take the cores from checks, but
             // past the limit it must not wait for idle time that may never come either.
@@ -163,7 +169,7 @@ final class Engine: Sendable {
                 state.answer = sync(&body, parameters)
                 suspended.resume()
                 // After the resume: a daemon stopped from here on finishes resuming it first.
-                suspendedSyncs.subtract(1, ordering: .releasing)
+                syncGate.withLock { $0.suspended -= 1 }
             }
             return true
         }

@@ -40,6 +40,7 @@ struct HTTPError: Error, Sendable {
         HTTPError(status: 413, code: "payload_too_large", message: message)
     }
     static let notReady = HTTPError(status: 503, code: "not_ready", message: "the membership data is not loaded yet")
+    static let stopping = HTTPError(status: 503, code: "stopping", message: "the server is stopping; nothing changed, send the sync again")
 
     /// A request the engine cannot decide on.
     init(_ e: CheckError) {

@@ -140,8 +140,10 @@ final class ServerMetrics: Sendable {
     }
 
     private func push(_ counter: Counter, _ totals: [UInt64], _ at: Int, _ pushed: inout [UInt64]) {
-        let delta = totals[at] &- pushed[at]
-        if delta > 0 { counter.increment(by: Int64(delta)) }
+        // Sums only grow (arrays are never freed, each written by one thread), so this is the
+        // count since the last scrape.
+        guard totals[at] > pushed[at] else { return }
+        counter.increment(by: Int64(clamping: totals[at] - pushed[at]))
         pushed[at] = totals[at]
     }
 
@@ -187,7 +189,7 @@ final class ServerMetrics: Sendable {
 /// One array of counters per thread, each written by its own thread only (relaxed stores, see
 /// `authz_counter_add`) and summed by a reader. A thread's array stays after the thread exits,
 /// so the sums never go down; there are as many as threads that ever recorded (the pool's).
-final class ThreadCounts: @unchecked Sendable {
+final class ThreadCounts: Sendable {
     private let key: pthread_key_t
     private let width: Int
     /// Bytes per array, a whole number of cache lines, so two threads never share one.

@@ -181,14 +181,26 @@ struct SyncTests {
         }
         // Until the sync's connection is suspended (its work running), then stop at once.
         let deadline = Date().addingTimeInterval(30)
-        while live.server.engine.suspendedSyncs.load(ordering: .acquiring) == 0 && Date() < deadline { usleep(1_000) }
-        #expect(live.server.engine.suspendedSyncs.load(ordering: .acquiring) == 1)
+        while live.server.engine.syncGate.withLock({ $0.suspended }) == 0 && Date() < deadline { usleep(1_000) }
+        #expect(live.server.engine.syncGate.withLock { $0.suspended } == 1)
         live.server.shutdown(gracePeriod: .zero)
-        #expect(live.server.engine.suspendedSyncs.load(ordering: .acquiring) == 0)
         #expect(done.wait(timeout: .now() + 30) == .success)
         #expect(outcome.error == nil)
         #expect(outcome.response?.status == 200)
         #expect(outcome.response?.json["upserted"] as? Int == 60_001)
+    }
+
+    /// Once a shutdown has closed the gate, a sync that arrives on a kept-alive connection is
+    /// refused before any work, rather than suspended where the stopping daemon would abort.
+    @Test func aSyncArrivingWhileTheServerStopsIsRefusedAndChangesNothing() throws {
+        let live = try SyncServer()
+        defer { live.stop() }
+        live.server.engine.syncGate.withLock { $0.closed = true }
+        let r = try live.sync(syncSeed)
+        #expect(r.status == 503)
+        #expect(r.errorCode == "stopping")
+        #expect(try live.http.readyRevision() == 0)
+        #expect(live.server.engine.syncGate.withLock { $0.suspended } == 0)
     }
 
     @Test func applyThenCheck() throws {
