@@ -28,7 +28,8 @@ final class ServerMetrics: Sendable {
     /// The latency buckets' upper bounds, in nanoseconds and as exposed (`le`).
     private let bounds: [Int64]
     private let boundLabels: [String]
-    private let latencyHelp: String
+    /// The latency family's help text (tests build the library's own histogram with it).
+    let latencyHelp: String
     private let counts: ThreadCounts
     private let layout: Layout
     /// The counter sums already added to the library's counters.
