@@ -3,25 +3,12 @@
 -- latency is mostly its wait in the queue). The pause is WRK_PAUSE_MS milliseconds (default 1,
 -- wrk's timer granularity), so the rate is about connections / (pause + latency).
 -- usage: WRK_PAUSE_MS=1 wrk -c64 ... -s check_paced.lua http://127.0.0.1:PORT -- QUERIES_FILE
+-- check.lua's requests (init, request, done), plus wrk's delay().
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local lib = dofile(dir .. "lib.lua")
+dofile(dir .. "check.lua")
 
-local requests = {}
 local pause = tonumber(os.getenv("WRK_PAUSE_MS") or "1")
-
-function init(args)
-  lib.seed()
-  for i, path in ipairs(lib.read_queries(args[1])) do
-    requests[i] = wrk.format("GET", path)
-  end
-end
-
-function request()
-  return requests[math.random(#requests)]
-end
 
 function delay()
   return pause
 end
-
-done = lib.done
