@@ -28,8 +28,9 @@ final class ServerMetrics: Sendable {
     /// The latency buckets' upper bounds, in nanoseconds and as exposed (`le`).
     private let bounds: [Int64]
     private let boundLabels: [String]
-    /// The latency family's help text (tests build the library's own histogram with it).
-    let latencyHelp: String
+    /// The latency histogram's family, written by `writeLatency` (not registered: see the type).
+    static let latencyName = "authz_http_request_duration_seconds"
+    static let latencyHelp = "Time from the request's headers to its queued response, by route"
     private let counts: ThreadCounts
     private let layout: Layout
     /// The counter sums already added to the library's counters.
@@ -50,9 +51,6 @@ final class ServerMetrics: Sendable {
         requests = Route.allCases.map { route in
             statusLabels.map { registry.makeCounter(descriptor: requestName, labels: [("route", route.label), ("status", $0)]) }
         }
-        let latencyName = MetricNameDescriptor(
-            namespace: "authz", subsystem: "http", metricName: "request_duration", unitName: "seconds",
-            helpText: "Time from the request's headers to its queued response, by route")
         let buckets: [Duration] = [
             .microseconds(10), .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250),
             .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100),
@@ -60,7 +58,6 @@ final class ServerMetrics: Sendable {
         ]
         bounds = buckets.map { Self.nanoseconds($0) }
         boundLabels = buckets.map(\.bucketRepresentation)
-        latencyHelp = latencyName.helpText ?? ""
         layout = Layout(routes: Route.allCases.count, statuses: statusLabels.count, reasons: Reason.allCases.count,
                         buckets: buckets.count + 1)
         counts = ThreadCounts(width: layout.width)
@@ -151,8 +148,8 @@ final class ServerMetrics: Sendable {
     /// `authz_http_request_duration_seconds`, as swift-prometheus writes a histogram: cumulative
     /// buckets by route, then `+Inf`, `_sum` (seconds) and `_count`.
     private func writeLatency(_ totals: [UInt64], into out: inout [UInt8]) {
-        let name = "authz_http_request_duration_seconds"
-        out.append(contentsOf: "# HELP \(name) \(latencyHelp)\n# TYPE \(name) histogram\n".utf8)
+        let name = Self.latencyName
+        out.append(contentsOf: "# HELP \(name) \(Self.latencyHelp)\n# TYPE \(name) histogram\n".utf8)
         for route in Route.allCases {
             let labels = "route=\"\(route.label)\""
             var cumulative: UInt64 = 0

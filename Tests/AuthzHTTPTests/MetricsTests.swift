@@ -28,7 +28,7 @@ import Testing
         ]
         let name = "authz_http_request_duration_seconds"
         let descriptor = MetricNameDescriptor(namespace: "authz", subsystem: "http", metricName: "request_duration",
-                                              unitName: "seconds", helpText: metrics.latencyHelp)
+                                              unitName: "seconds", helpText: ServerMetrics.latencyHelp)
         let histograms = Route.allCases.map {
             reference.makeDurationHistogram(descriptor: descriptor, labels: [("route", $0.label)], buckets: buckets)
         }
