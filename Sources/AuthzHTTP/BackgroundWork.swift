@@ -14,7 +14,7 @@ import Synchronization
 /// and the work finishes competing with the checks as an equal.
 enum BackgroundWork {
     /// What raising found: threads raised, and threads the kernel refused to raise (leaving the
-    /// idle class needs CAP_SYS_NICE or an RLIMIT_NICE of 20).
+    /// idle class from nice 10 needs CAP_SYS_NICE or an RLIMIT_NICE of at least 10).
     typealias Raised = (raised: Int, refused: Int)
 
     /// Whether the work has returned. Checking and raising happen under the same lock as

@@ -13,13 +13,18 @@ import Testing
 @Suite(.serialized) struct BackgroundPriorityTests {
     typealias Scheduling = (policy: Int, nice: Int)
 
+    /// The fields of a task's /proc stat file after the command name (which ends at the last
+    /// ')'), from the state on.
+    static func statFields(_ path: String) -> [Substring]? {
+        guard let stat = try? String(contentsOfFile: path, encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ")
+    }
+
     /// The calling thread's scheduling policy and nice value, from /proc (Linux).
     static func scheduling() -> Scheduling? {
-        guard let stat = try? String(contentsOfFile: "/proc/thread-self/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        // The fields after the command name (which ends at the last ')'), from the state on.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 38, let nice = Int(fields[16]), let policy = Int(fields[38]) else { return nil }
+        guard let fields = statFields("/proc/thread-self/stat"), fields.count > 38,
+              let nice = Int(fields[16]), let policy = Int(fields[38]) else { return nil }
         return (policy, nice)
     }
 
@@ -144,8 +149,7 @@ import Testing
         // Raise while it waits for its next round (state S), as a sync past its limit would.
         let stat = "/proc/\(reclaimerTask.path ?? "self")/stat"
         for _ in 0..<2000 {
-            if let text = try? String(contentsOfFile: stat, encoding: .utf8), let close = text.lastIndex(of: ")"),
-               text[text.index(after: close)...].split(separator: " ").first == "S" { break }
+            if Self.statFields(stat)?.first == "S" { break }
             usleep(1_000)
         }
         var refused: Int32 = 0
