@@ -262,8 +262,15 @@ public final class MembershipStore: @unchecked Sendable {
                 return try pool.read { db in try read(db, chunks) }
             }
             var state = LoadState()
-            while let chunk = chunks.next() {
-                RowChunks.rows(of: chunk) { table, row in body(Self.record(table, row, &state)) }
+            do throws(UnreadableRow) {
+                while let chunk = chunks.next() {
+                    try RowChunks.rows(of: chunk) { (table, row) throws(UnreadableRow) in body(try Self.record(table, row, &state)) }
+                }
+            } catch {
+                // The reading thread stops at its next chunk rather than wait for this one.
+                chunks.abandon()
+                _ = reading.result
+                throw error
             }
             return try reading.result.get()
         }
@@ -305,11 +312,41 @@ public final class MembershipStore: @unchecked Sendable {
         var lists = ListCache()
     }
 
+    /// The tables `loadQueries` read, and how many of their first columns name a row.
+    private static let loadTables: [(name: String, keyColumns: Int)] =
+        [("orgs", 1), ("users", 1), ("roles", 2), ("members", 2), ("api_keys", 1), ("invitations", 1)]
+
+    /// A row of the store that does not read back as a record (a store edited by hand, or
+    /// damaged): its table, its key, and the stored value that is not what its column holds.
+    public struct UnreadableRow: Error, CustomStringConvertible {
+        public let table: String
+        public let key: [String]
+        public let column: String
+        public let value: String
+        public let expected: String
+        public var description: String {
+            "table \(table), row \(key.map { "'\($0)'" }.joined(separator: " ")): \(column) is '\(value)', not \(expected)"
+        }
+    }
+
     /// The record a row of `loadQueries[table]` stores.
-    private static func record(_ table: UInt8, _ r: some RowColumns, _ state: inout LoadState) -> AuthzCore.Record {
+    private static func record(_ table: UInt8, _ r: some RowColumns, _ state: inout LoadState) throws(UnreadableRow) -> AuthzCore.Record {
+        do {
+            return try storedRecord(table, r, &state)
+        } catch {
+            let query = loadQueries[Int(table)]
+            let columns = query.dropFirst("SELECT ".count)
+                .components(separatedBy: " FROM ")[0].components(separatedBy: ", ")
+            let (name, keyColumns) = loadTables[Int(table)]
+            throw UnreadableRow(table: name, key: (0..<keyColumns).map { r.text(Int32($0)) }, column: columns[Int(error.column)],
+                             value: error.value, expected: error.expected)
+        }
+    }
+
+    private static func storedRecord(_ table: UInt8, _ r: some RowColumns, _ state: inout LoadState) throws(StoredValueError) -> AuthzCore.Record {
         switch table {
         case 0:
-            .org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: r.timestamp(3)))
+            .org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: try r.timestamp(3)))
         case 1:
             .user(user(r))
         case 2:
@@ -318,10 +355,10 @@ public final class MembershipStore: @unchecked Sendable {
             .member(.init(org: r.text(0, repeating: &state.org), user: r.text(1), role: r.text(2, repeating: &state.role),
                           assignments: r.list(3, cache: &state.lists)))
         case 4:
-            .apiKey(.init(id: r.text(0), org: r.text(1), user: r.text(2), permissions: r.list(3), expiresAt: r.timestamp(4)))
+            .apiKey(.init(id: r.text(0), org: r.text(1), user: r.text(2), permissions: r.list(3), expiresAt: try r.timestamp(4)))
         default:
             .invitation(.init(id: r.text(0), org: r.text(1), email: r.text(2), role: r.text(3), assignments: r.list(4),
-                              status: r.text(5), expiresAt: r.timestamp(6)))
+                              status: r.text(5), expiresAt: try r.timestamp(6)))
         }
     }
 

@@ -26,8 +26,15 @@ extension RowColumns {
         int(column) != 0
     }
 
-    func timestamp(_ column: Int32) -> Timestamp? {
-        optionalText(column).flatMap(Timestamp.init(rfc3339:))
+    /// The column's timestamp, nil for NULL. Text that does not parse is an error, not nil:
+    /// nil is "never" (an api key that does not expire), so reading a damaged value as nil
+    /// would grant what the stored data limits.
+    func timestamp(_ column: Int32) throws(StoredValueError) -> Timestamp? {
+        guard let text = optionalText(column) else { return nil }
+        guard let t = Timestamp(rfc3339: text) else {
+            throw StoredValueError(column: column, value: text, expected: "an RFC 3339 timestamp")
+        }
+        return t
     }
 
     /// The column's text, or `last` when it holds the same bytes (then `last` is shared, not
@@ -61,6 +68,14 @@ extension RowColumns {
         }
         return out
     }
+}
+
+/// A stored value that does not read back as the type its column holds (a store edited by
+/// hand, or damaged): the load stops with it rather than guess.
+struct StoredValueError: Error {
+    let column: Int32
+    let value: String
+    let expected: String
 }
 
 /// The columns of the current row of a stepped statement, read through SQLite's C API: a
@@ -128,6 +143,11 @@ final class RowChunks: @unchecked Sendable {
     private let condition = NSCondition()
     private var ready: [[UInt8]] = []
     private var done = false
+    /// The consumer stopped (it failed): chunks sent after are dropped, and `send` throws.
+    private var abandoned = false
+
+    /// Thrown by `send` once the consumer has `abandon`ed the chunks.
+    struct Abandoned: Error {}
 
     /// Copies every row of `sql` into chunks, each row tagged `table`; while the consumer is
     /// behind, `meanwhile` runs instead of waiting (see `send`).
@@ -160,11 +180,24 @@ final class RowChunks: @unchecked Sendable {
     /// Hands a chunk over, waiting while `depth` chunks are waiting already; until then, runs
     /// `meanwhile` again and again instead of waiting, for as long as it returns true (it did
     /// some work, and has more).
-    func send(_ chunk: [UInt8], meanwhile: () throws -> Bool = { false }) rethrows {
+    /// Throws `Abandoned` if the consumer has stopped: the sender stops too, instead of
+    /// waiting for a reader that will never come.
+    func send(_ chunk: [UInt8], meanwhile: () throws -> Bool = { false }) throws {
         while isFull, try meanwhile() {}
         condition.lock()
-        while ready.count >= Self.depth { condition.wait() }
+        defer { condition.unlock() }
+        while ready.count >= Self.depth && !abandoned { condition.wait() }
+        if abandoned { throw Abandoned() }
         ready.append(chunk)
+        condition.broadcast()
+    }
+
+    /// The consumer stops taking chunks: those waiting are freed, and the sender's next (or
+    /// current) `send` throws `Abandoned`.
+    func abandon() {
+        condition.lock()
+        abandoned = true
+        ready = []
         condition.broadcast()
         condition.unlock()
     }
@@ -172,7 +205,7 @@ final class RowChunks: @unchecked Sendable {
     private var isFull: Bool {
         condition.lock()
         defer { condition.unlock() }
-        return ready.count >= Self.depth
+        return ready.count >= Self.depth && !abandoned
     }
 
     /// No more chunks (the reading ended, or failed).
@@ -195,8 +228,8 @@ final class RowChunks: @unchecked Sendable {
     }
 
     /// Each row of `chunk`: its table and its columns.
-    static func rows(of chunk: [UInt8], _ body: (UInt8, ChunkRow) -> Void) {
-        chunk.withUnsafeBufferPointer { all in
+    static func rows<E: Error>(of chunk: [UInt8], _ body: (UInt8, ChunkRow) throws(E) -> Void) throws(E) {
+        try chunk.withUnsafeBufferPointer { (all) throws(E) in
             var at = 0
             var row = ChunkRow(base: all.baseAddress!)
             while at < all.count {
@@ -216,7 +249,7 @@ final class RowChunks: @unchecked Sendable {
                         at += 5 + Int(UInt32(littleEndian: n))
                     }
                 }
-                body(table, row)
+                try body(table, row)
             }
         }
     }

@@ -3,6 +3,7 @@ import AuthzData
 @testable import AuthzStore
 import Foundation
 import GRDBSQLite
+import Synchronization
 import Testing
 
 private let now = Timestamp(rfc3339: "2026-06-01T00:00:00Z")!
@@ -285,6 +286,72 @@ private let seed = """
         }
     }
 
+    /// A stored timestamp that does not parse (a store edited by hand, or damaged) is not read
+    /// as "never": an api key would stop expiring. The load stops and names the row, the
+    /// column and the value; the store is left as it was.
+    @Test func aDamagedStoredTimestampIsRefusedNotReadAsNever() throws {
+        let path = try {
+            let (store, path) = try tempStore()
+            let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+            _ = try sync.sync(records(seed), mode: .apply).get()
+            return path
+        }()
+        let cases: [(sql: String, table: String, key: [String], column: String, value: String)] = [
+            ("UPDATE api_keys SET expires_at = 'next tuesday' WHERE id = 'k1'", "api_keys", ["k1"], "expires_at", "next tuesday"),
+            ("UPDATE invitations SET expires_at = '2026-13-01T00:00:00Z' WHERE id = 'i1'", "invitations", ["i1"], "expires_at", "2026-13-01T00:00:00Z"),
+            ("UPDATE orgs SET suspended_until = '' WHERE id = 'beta'", "orgs", ["beta"], "suspended_until", ""),
+        ]
+        for c in cases {
+            let saved = try Data(contentsOf: URL(fileURLWithPath: path))
+            try execute(path, c.sql)
+            do {
+                _ = try MembershipSync(store: try MembershipStore(path: path), policy: try policy(), publish: { _, _ in })
+                Issue.record("a store with a damaged \(c.table).\(c.column) was loaded")
+            } catch let error as MembershipStore.UnreadableRow {
+                #expect(error.table == c.table)
+                #expect(error.key == c.key)
+                #expect(error.column == c.column)
+                #expect(error.value == c.value)
+                #expect(error.description == "table \(c.table), row '\(c.key[0])': \(c.column) is '\(c.value)', not an RFC 3339 timestamp")
+            }
+            #expect(try MembershipStore(path: path).revision() == 1)
+            try saved.write(to: URL(fileURLWithPath: path))
+        }
+        // Put back, the store loads again.
+        #expect(try MembershipStore(path: path).load().records.count == records(seed).count)
+    }
+
+    /// The load stops at the first unreadable row, while the reading thread has many chunks
+    /// still to send: it stops too, rather than wait for chunks nobody takes.
+    @Test func anUnreadableRowEarlyStopsTheReadingThreadToo() throws {
+        let path = try {
+            let (store, path) = try tempStore()
+            let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+            _ = try sync.sync(records(seed), mode: .apply).get()
+            return path
+        }()
+        // Orgs are read first; 60,000 members after them are over 6 MB of chunks (depth 4 of 1 MB).
+        try execute(path, """
+            UPDATE orgs SET suspended_until = 'soon' WHERE id = 'beta';
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000)
+            INSERT INTO members (org, user, role, assignments) SELECT 'acme', printf('user-%060d', i), 'member', 'dev' FROM n;
+            """)
+        let finished = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<Int64, any Error>?>(nil)
+        Thread.detachNewThread {
+            let result = Result { try MembershipStore(path: path).load { _ in } }
+            outcome.withLock { $0 = result }
+            finished.signal()
+        }
+        #expect(finished.wait(timeout: .now() + 60) == .success, "the load did not return")
+        let result = outcome.withLock { $0 }
+        guard case .failure(let error as MembershipStore.UnreadableRow) = result else {
+            Issue.record("expected the unreadable row, got \(String(describing: result))")
+            return
+        }
+        #expect(error.table == "orgs" && error.key == ["beta"] && error.value == "soon")
+    }
+
     /// A replace renames a new file over the store; another store of the same path open in
     /// the process would then go on reading (and writing) the replaced file. So with one
     /// open, the replace is made in place, and both see it; alone again, by rename.
@@ -370,6 +437,18 @@ struct StoreFileTests {
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == target)
         #expect(try inode(target) != before, "renamed over the target")
         #expect(try MembershipStore(path: target).revision() == 2)
+    }
+}
+
+/// Runs `sql` on the store through a plain SQLite connection (another program's).
+private func execute(_ path: String, _ sql: String) throws {
+    var db: OpaquePointer?
+    guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else { throw CocoaError(.fileReadUnknown) }
+    defer { sqlite3_close(db) }
+    var message: UnsafeMutablePointer<CChar>?
+    guard sqlite3_exec(db, sql, nil, nil, &message) == SQLITE_OK else {
+        defer { sqlite3_free(message) }
+        throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: String(cString: message!)])
     }
 }
 
