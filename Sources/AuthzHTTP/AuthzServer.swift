@@ -115,7 +115,7 @@ public final class AuthzServer: Sendable {
     /// finish, then closes every connection and joins the threads. A sync still running after
     /// the grace period is waited for (libmicrohttpd cannot stop with its connection suspended,
     /// and its answer says whether it was committed), raised to normal priority so that it
-    /// ends soon. Idempotent.
+    /// ends soon. Detaches the membership writer (`attach`). Idempotent.
     public func shutdown(gracePeriod: Duration = .seconds(10)) {
         guard let d = daemon.withLock({ $0 }) else { return }
         engine.draining.store(true, ordering: .relaxed)
@@ -147,5 +147,8 @@ public final class AuthzServer: Sendable {
         }
         daemon.withLock { $0 = nil }
         MHD_stop_daemon(d.pointer)
+        // The writer publishes to this server (its closure holds it, as `authz serve`'s and
+        // the tests' do): let go of it, or the two would keep each other alive.
+        engine.membership.withLock { $0 = nil }
     }
 }

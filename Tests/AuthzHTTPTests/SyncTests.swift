@@ -203,6 +203,24 @@ struct SyncTests {
         #expect(live.server.engine.syncGate.withLock { $0.suspended } == 0)
     }
 
+    /// The writer publishes to the server and the server holds the writer: once stopped and
+    /// let go, both are freed (each server holds a pthread key or two, and a process has 1024).
+    @Test func aStoppedServerAndItsWriterAreFreed() throws {
+        weak var server: AuthzServer?
+        weak var engine: Engine?
+        weak var writer: MembershipSync?
+        try {
+            let live = try SyncServer()
+            defer { live.stop() }
+            (server, engine, writer) = (live.server, live.server.engine, live.writer)
+            #expect(try live.synced(syncSeed) == 1)
+            #expect(try live.http.readyRevision() == 1)
+        }()
+        #expect(server == nil)
+        #expect(engine == nil)
+        #expect(writer == nil)
+    }
+
     @Test func applyThenCheck() throws {
         let live = try SyncServer()
         defer { live.stop() }
