@@ -20,13 +20,32 @@ for name in ["CheckBenchmarks"] {
         dependencies: [
             .product(name: "Benchmark", package: "package-benchmark"),
             .product(name: "AuthzCore", package: "OrgAuthz"),
-            .product(name: "AuthzPolicy", package: "OrgAuthz"),
-            .product(name: "AuthzWorkload", package: "OrgAuthz"),
+            "BenchmarkSuite",
         ],
         path: "Benchmarks/\(name)",
         plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
     ))
 }
+
+// The fixture and the operations the suites measure, shared with InstructionCounts.
+package.targets.append(.target(
+    name: "BenchmarkSuite",
+    dependencies: [
+        .product(name: "AuthzCore", package: "OrgAuthz"),
+        .product(name: "AuthzPolicy", package: "OrgAuthz"),
+        .product(name: "AuthzWorkload", package: "OrgAuthz"),
+    ],
+    path: "Suite"
+))
+
+// Instructions per operation under callgrind (this VM has no hardware counters): see
+// Instructions/main.swift. CCallgrind: callgrind's client requests (no-ops without valgrind).
+package.targets.append(.target(name: "CCallgrind", path: "Callgrind"))
+package.targets.append(.executableTarget(
+    name: "InstructionCounts",
+    dependencies: [.product(name: "AuthzCore", package: "OrgAuthz"), "BenchmarkSuite", "CCallgrind"],
+    path: "Instructions"
+))
 
 // A plain harness for profilers (callgrind, perf): see Profile/main.swift.
 package.targets.append(.executableTarget(

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: runs every benchmark and rewrites benchmarks/RESULTS.md (date, machine, commit,
 # tables), keeping the hand-written findings in benchmarks/FINDINGS.md at its end.
-#   1. in-process suites (package-benchmark, benchmarks/Benchmarks): check, batch, build, apply...
+#   1. in-process suites (package-benchmark, benchmarks/Benchmarks): check, batch, build, apply...,
+#      and their instructions per operation under callgrind (benchmarks/Instructions)
 #   2. HTTP: authz serve against the bare libmicrohttpd ceiling, with wrk (benchmarks/http/run.sh)
 #   3. sync and scale at 1M memberships (benchmarks/sync/run.sh)
 #   4. the machine: memory latency by working set, page-fault cost (benchmarks/machine/machine.c)
-# Takes about 11 minutes on 2 cores. SKIP="inprocess http sync machine" skips parts.
+# Takes about 13 minutes on 2 cores. SKIP="inprocess instructions http sync machine" skips parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -13,6 +14,7 @@ SKIP="${SKIP:-}"
 OUT=$(mktemp -d /tmp/authz-bench-all.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 
 swift build -c release --product authz >/dev/null
 export AUTHZ="$ROOT/.build/release/authz"
@@ -24,6 +26,23 @@ if [[ " $SKIP " != *" inprocess "* ]]; then
     | grep -v -e 'Warning' -e "identifier 'package-benchmark'" -e 'your Package.swift' -e '\.package(url' \
               -e '\.product(name' -e '\.plugin(name' -e 'Support for the legacy' -e 'future release' -e 'Note: skipping' \
     > "$R/inprocess-raw.md" || { cat "$OUT/inprocess.err" >&2; exit 1; }
+fi
+if [[ " $SKIP " != *" instructions "* ]]; then
+  # Exact and repeatable, so the three sizes run side by side (1M takes ~1.5 min).
+  echo "== instructions per operation (callgrind)" >&2
+  (cd benchmarks && swift build -c release --product InstructionCounts >/dev/null)
+  # valgrind 3.19 cannot read the DWARF 5 that Swift 6.3 writes.
+  cp benchmarks/.build/release/InstructionCounts "$OUT/ic" && strip --strip-debug "$OUT/ic"
+  pids=()
+  for size in 1M 100k 1k; do
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.$size.%p" "$OUT/ic" "$size" \
+      >"$OUT/ic.$size.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || { cat "$OUT"/ic.*.log >&2; exit 1; }
+  done
+  python3 benchmarks/instructions.py "$OUT"/callgrind.* > "$R/instructions.tsv"
 fi
 if [[ " $SKIP " != *" http "* ]]; then
   echo "== HTTP against the libmicrohttpd ceiling" >&2
@@ -48,9 +67,9 @@ fi
   echo "- Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); the cores are shared by the servers, wrk and the clients, and by other work on this machine"
   echo "- Toolchain: $(swift --version 2>/dev/null | head -1)"
   echo
-  echo "## In-process (package-benchmark)"
+  echo "## In-process (package-benchmark; instructions from callgrind)"
   echo
-  python3 benchmarks/summarize-inprocess.py < "$R/inprocess-raw.md"
+  python3 benchmarks/summarize-inprocess.py "$R/instructions.tsv" < "$R/inprocess-raw.md"
   echo
   echo "## HTTP: authz serve vs. a bare libmicrohttpd server (wrk)"
   echo

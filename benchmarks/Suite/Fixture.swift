@@ -5,37 +5,38 @@ import Foundation
 
 /// The daytona policy of this repository, found from this file's path (the benchmark
 /// process's working directory is not promised).
-let policyPath: String = {
+public let policyPath: String = {
     var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<4 { url.deleteLastPathComponent() } // Fixture.swift, CheckBenchmarks, Benchmarks, benchmarks
+    for _ in 0..<3 { url.deleteLastPathComponent() } // Fixture.swift, Suite, benchmarks
     return url.appendingPathComponent("policies/daytona.yaml").path
 }()
 
-func loadPolicy() -> CompiledPolicy {
+public func loadPolicy() -> CompiledPolicy {
     do { return try PolicyLoader.load(path: policyPath) } catch { fatalError("\(policyPath): \(error)") }
 }
 
 /// Corpus sizes (memberships) every data-dependent suite runs at.
-let sizes: [(label: String, memberships: Int)] = [("1k", 1_000), ("100k", 100_000), ("1M", 1_000_000)]
+public let sizes: [(label: String, memberships: Int)] = [("1k", 1_000), ("100k", 100_000), ("1M", 1_000_000)]
 
 /// How many distinct queries a check benchmark cycles through: enough that lookups spread
 /// over the whole directory (and its cache misses), not one request repeated.
-let queryCount = 1 << 14
-let seed: UInt64 = 42
+public let queryCount = 1 << 14
+public let seed: UInt64 = 42
 
 /// A built directory and what to ask it: made in `setup:`, outside every measurement.
-final class Fixture: @unchecked Sendable {
-    let policy: CompiledPolicy
-    let corpus: Corpus
-    let directory: Directory
-    let queries: [CheckRequest]
+public final class Fixture: @unchecked Sendable {
+    public let policy: CompiledPolicy
+    public let corpus: Corpus
+    public let directory: Directory
+    public let queries: [CheckRequest]
     /// The queries as raw bytes, back to back, as a server would see them in a request.
     let bytes: UnsafeMutableRawBufferPointer
     /// Per query: (offset, length) of subject, action, resource, org in `bytes`.
     let spans: [(Int, Int)]
-    var cursor = 0
+    /// Where the next operation starts in `queries` (or the subjects of `Permissions`).
+    public var cursor = 0
 
-    init(memberships: Int, withDirectory: Bool = true) {
+    public init(memberships: Int, withDirectory: Bool = true) {
         policy = loadPolicy()
         corpus = Corpus(memberships: memberships, seed: seed, policy: policy)
         if withDirectory {
@@ -63,5 +64,20 @@ final class Fixture: @unchecked Sendable {
     func span(_ i: Int) -> UnsafeRawBufferPointer {
         let (o, n) = spans[i]
         return UnsafeRawBufferPointer(rebasing: bytes[o..<(o + n)])
+    }
+}
+
+/// What a `permissions` listing asks: members (org, subject) to list, and a resource for
+/// each action of the policy.
+public struct PermissionsFixture: @unchecked Sendable {
+    public let fixture: Fixture
+    let subjects: [(org: String, subject: String)]
+    let resources: [String]
+
+    public init(memberships: Int) {
+        let f = Fixture(memberships: memberships)
+        fixture = f
+        subjects = f.corpus.subjects(1024, seed: seed &+ 2).map { ($0.org, "user:" + $0.user) }
+        resources = f.policy.actions.map { "\(f.policy.resourceTypes[$0.resourceType]):self" }
     }
 }
