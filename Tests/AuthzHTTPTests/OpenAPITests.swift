@@ -40,4 +40,21 @@ struct OpenAPITests {
             #expect(r.status != 404 && r.status != 405, "\(entry) answered \(r.status)")
         }
     }
+
+    /// libmicrohttpd refuses an over-long request line (414) or headers (431) on any route,
+    /// before the route is known: every operation documents both.
+    @Test func everyOperationDocumentsLibmicrohttpdsOwnRefusals() throws {
+        let text = try String(contentsOf: Self.specURL, encoding: .utf8)
+        let spec = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let paths = try #require(spec["paths"] as? [String: Any])
+        var operations = 0
+        for (path, item) in paths {
+            for (method, operation) in try #require(item as? [String: Any]) where ["get", "post"].contains(method) {
+                let responses = try #require((operation as? [String: Any])?["responses"] as? [String: Any])
+                #expect(responses["414"] != nil && responses["431"] != nil, "\(method.uppercased()) \(path)")
+                operations += 1
+            }
+        }
+        #expect(operations == Route.served.reduce(0) { $0 + $1.methods.count })
+    }
 }
