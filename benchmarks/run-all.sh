@@ -20,12 +20,20 @@ swift build -c release --product authz >/dev/null
 export AUTHZ="$ROOT/.build/release/authz"
 
 R=benchmarks/results      # one file per part; a skipped part keeps its previous file
+COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet -- . ':!benchmarks/results' ':!benchmarks/RESULTS.md' || echo '+dirty')"
+# results/runs.tsv: when each part last ran, and at which commit (a skipped part keeps its line).
+stamp() { # part
+  touch "$R/runs.tsv"
+  { grep -v "^$1	" "$R/runs.tsv" || true; printf '%s\t%s\t%s\n' "$1" "$(date -u +%Y-%m-%dT%H:%MZ)" "$COMMIT"; } > "$OUT/runs.tsv"
+  sort "$OUT/runs.tsv" > "$R/runs.tsv"
+}
 if [[ " $SKIP " != *" inprocess "* ]]; then
   echo "== in-process suites" >&2
   (cd benchmarks && swift package --disable-sandbox benchmark --format markdown --no-progress) 2>"$OUT/inprocess.err" \
     | grep -v -e 'Warning' -e "identifier 'package-benchmark'" -e 'your Package.swift' -e '\.package(url' \
               -e '\.product(name' -e '\.plugin(name' -e 'Support for the legacy' -e 'future release' -e 'Note: skipping' \
     > "$R/inprocess-raw.md" || { cat "$OUT/inprocess.err" >&2; exit 1; }
+  stamp inprocess
 fi
 if [[ " $SKIP " != *" instructions "* ]]; then
   # Exact and repeatable, so the three sizes run side by side (1M takes ~1.5 min).
@@ -43,19 +51,23 @@ if [[ " $SKIP " != *" instructions "* ]]; then
     wait "${pids[$i]}" || { cat "$OUT"/ic.*.log >&2; exit 1; }
   done
   python3 benchmarks/instructions.py "$OUT"/callgrind.* > "$R/instructions.tsv"
+  stamp instructions
 fi
 if [[ " $SKIP " != *" http "* ]]; then
   echo "== HTTP against the libmicrohttpd ceiling" >&2
   benchmarks/http/run.sh > "$R/http.md"
+  stamp http
 fi
 if [[ " $SKIP " != *" sync "* ]]; then
   echo "== sync and scale" >&2
   AUTHZ_SKIP_BUILD=1 benchmarks/sync/run.sh --memberships 1000000 --results "$R/sync.md" >/dev/null
+  stamp sync
 fi
 if [[ " $SKIP " != *" machine "* ]]; then
   echo "== the machine: memory latency and page faults" >&2
   cc -O2 -o "$OUT/machine" benchmarks/machine/machine.c
   "$OUT/machine" > "$R/machine.md"
+  stamp machine
 fi
 
 {
@@ -63,7 +75,8 @@ fi
   echo
   echo "Written by \`make bench\` (benchmarks/run-all.sh) from the files in results/; findings are hand-written in FINDINGS.md."
   echo
-  echo "- Written: $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet -- . ':!benchmarks/results' ':!benchmarks/RESULTS.md' || echo ' (with uncommitted changes)'); parts skipped this time: ${SKIP:-none}"
+  echo "- Written: $(date -u +%Y-%m-%dT%H:%MZ), commit $COMMIT; parts skipped this time: ${SKIP:-none}"
+  echo "- Each part's numbers are from its last run: $(awk -F'\t' '{printf "%s%s %s at %s", (NR > 1 ? "; " : ""), $1, $2, $3}' "$R/runs.tsv" 2>/dev/null)"
   echo "- Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); the cores are shared by the servers, wrk and the clients, and by other work on this machine"
   echo "- Toolchain: $(swift --version 2>/dev/null | head -1)"
   echo
