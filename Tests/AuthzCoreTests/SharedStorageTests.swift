@@ -212,6 +212,34 @@ import Testing
         #expect(dir.members["acme", "u2"]?.assignments.storage !== shared)
     }
 
+    /// Two different lists with one hash are both held by the table: member entries hold
+    /// their list without a reference count, so a list the table did not hold would be freed
+    /// while members still point at it.
+    @Test func listsWhoseHashesCollideAreBothHeld() throws {
+        var table = NameListTable(shardBits: 2)
+        let a = table.intern(["dev"], hash: 42)
+        let b = table.intern(["billing"], hash: 42)
+        #expect(table.count == 2)
+        #expect(a != nil && b != nil && a?.storage !== b?.storage)
+        #expect(b?.names == ["billing"])
+        // Found again past the list that holds the hash, and counted.
+        let found = table.intern(["billing"], hash: 42)
+        #expect(found?.storage === b?.storage)
+        let used = b.map { table.use($0) }
+        #expect(used == true)
+        table.release(a)
+        var held: [(NameListStorage, Int)] = []
+        table.forEach { list, uses in held.append((list.storage, uses)) }
+        #expect(held.count == 1)
+        #expect(held.first?.0 === b?.storage && held.first?.1 == 3)
+        // With the hash's key free again, the names make a new list there (not shared, correct).
+        let again = table.intern(["billing"], hash: 42)
+        #expect(again?.storage !== b?.storage && again?.names == ["billing"])
+        #expect(table.count == 2)
+        for _ in 0..<3 { table.release(b) }
+        #expect(table.count == 1)
+    }
+
     /// Members whose records share one names array, as a store's load hands them, reuse the
     /// list resolved for it; a list dropped meanwhile is made again, and the use counts stay
     /// exact. The same records with arrays of their own build the same directory.
