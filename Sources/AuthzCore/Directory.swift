@@ -49,6 +49,9 @@ public struct Directory: Sendable {
         /// for none. Its custom role ids are resolved at check time, so a role change applies
         /// at once. Valid while the directory the entry was read from is.
         var assignments: NameList { NameList(storage: list.takeUnretainedValue()) }
+
+        /// The list's address, not dereferenced (tests: is it one the table holds?).
+        var listAddress: UnsafeMutableRawPointer { list.toOpaque() }
     }
 
     struct RoleEntry: Sendable {

@@ -113,9 +113,22 @@ import Testing
     }
 
     /// Every list an entry points at is in its table (the same object) with as many uses as
-    /// entries point at it, and the table holds no other.
+    /// entries point at it, and the table holds no other. Member entries hold their list
+    /// without a reference count, so their addresses are checked first, without reading
+    /// through them (a list freed under a member would crash the check, not fail it): each is
+    /// a list of the table or the directory's empty list, and the one its payload repeats.
     static func listUseErrors(_ dir: Directory) -> [String] {
         var errors: [String] = []
+        var owned: Set<UnsafeMutableRawPointer> = [Unmanaged.passUnretained(dir.emptyAssignments.storage).toOpaque()]
+        dir.assignmentLists.forEach { list, _ in owned.insert(Unmanaged.passUnretained(list.storage).toOpaque()) }
+        dir.members.forEachBytes { k, m, payload in
+            let key = String(decoding: k, as: UTF8.self)
+            if !owned.contains(m.listAddress) { errors.append("member \(key): its list is not one the directory owns") }
+            if Directory.memberFacts(payload).assignments.toOpaque() != m.listAddress {
+                errors.append("member \(key): the payload names another list than the entry")
+            }
+        }
+        if !errors.isEmpty { return errors }
         func check(_ name: String, _ table: NameListTable, _ used: [ObjectIdentifier: Int]) {
             var inTable: [ObjectIdentifier: Int] = [:]
             table.forEach { list, uses in inTable[ObjectIdentifier(list.storage)] = uses }
@@ -147,6 +160,7 @@ import Testing
             answers.append(Self.answers(next))
             #expect(Self.listUseErrors(next).isEmpty, "batch \(b): \(Self.listUseErrors(next))")
             for (i, old) in snapshots.enumerated() {
+                #expect(Self.listUseErrors(old).isEmpty, "snapshot \(i) lists after batch \(b): \(Self.listUseErrors(old))")
                 #expect(Set(old.records()) == records[i], "snapshot \(i) records changed by batch \(b)")
                 #expect(Self.answers(old) == answers[i], "snapshot \(i) answers changed by batch \(b)")
             }
