@@ -15,6 +15,8 @@
 struct NameList: @unchecked Sendable {
     let storage: NameListStorage
 
+    init(storage: NameListStorage) { self.storage = storage }
+
     /// A list of `names`, joined in `joined`; `customRoles` are the indices of the names
     /// that are custom roles, each role once; `globalMask` and `base` what an assignment list
     /// grants (zero for a permission list).
@@ -118,7 +120,8 @@ final class NameListStorage: ManagedBuffer<NameListHeader, UInt8> {
 }
 
 struct NameListHeader {
-    /// `ByteHash` of the joined names: the list's key in its table.
+    /// The list's key in its table: the `ByteHash` of the joined names, or, should another
+    /// list hold that key already, the next free value after it.
     var hash: UInt64
     var globalMask: UInt64
     var base: PermissionSet
@@ -133,11 +136,11 @@ struct NameListHeader {
 /// table holds exactly the lists in use.
 ///
 /// Snapshots share it as they share their maps: it is a `ByteMap` (copy-on-write per shard)
-/// keyed by the list's 64-bit hash. Entries hold their list strongly too, so a list lives as
-/// long as any snapshot's entry or table does, and a use count that went wrong could only
-/// make the table forget a list (which is then made again) or keep one, never free one in
-/// use. Two different lists with the same hash (not seen in practice) are both correct: the
-/// second is not shared.
+/// keyed by the list's 64-bit hash. Member entries hold their list without a reference count
+/// (`Directory.MemberEntry`), so the table must own every list a member points at: a list is
+/// dropped only by the `release` of its last use, and two different lists with the same hash
+/// (not seen in practice) are both kept, the second under the next free key. Other holders
+/// (roles, api keys, invitations) hold their lists strongly as well.
 struct NameListTable: Sendable {
     struct Interned: Sendable {
         var list: NameList
@@ -151,7 +154,9 @@ struct NameListTable: Sendable {
     /// The shared list of `names` (validated), with one more use; nil for an empty list.
     /// `customRoles` are the indices of the names that are custom roles, each role once;
     /// `globalMask` and `base` what an assignment list grants.
-    mutating func intern(_ names: [String], customRoles: [Int] = [], globalMask: UInt64 = 0, base: PermissionSet = PermissionSet()) -> NameList? {
+    /// `hash` replaces the names' hash (tests: lists whose hashes collide).
+    mutating func intern(_ names: [String], customRoles: [Int] = [], globalMask: UInt64 = 0, base: PermissionSet = PermissionSet(),
+                         hash: UInt64? = nil) -> NameList? {
         guard !names.isEmpty else { return nil }
         var length = names.count - 1
         for n in names { length += n.utf8.count }
@@ -168,22 +173,29 @@ struct NameListTable: Sendable {
                 }
             }
             let joined = UnsafeRawBufferPointer(buffer)
-            let hash = ByteHash.hash(joined)
-            return withUnsafeBytes(of: hash.littleEndian) { key in
-                var found: NameList?
-                var other = false
-                map.update(bytes: key) { entry in
-                    if entry.list.joinedEquals(joined) {
-                        entry.uses += 1
-                        found = entry.list
-                    } else {
-                        other = true
+            // The list's key is its hash; a key another list holds (two lists, one hash) moves
+            // it on to the next. A lookup stops at the first free key: past a list dropped
+            // from between, an equal list is made again, not found (correct, only not shared).
+            var key = hash ?? ByteHash.hash(joined)
+            while true {
+                let list: NameList? = withUnsafeBytes(of: key.littleEndian) { k in
+                    var found: NameList?
+                    var taken = false
+                    map.update(bytes: k) { entry in
+                        taken = true
+                        if entry.list.joinedEquals(joined) {
+                            entry.uses += 1
+                            found = entry.list
+                        }
                     }
+                    if taken { return found }
+                    let list = NameList(joined: joined, hash: key, names: names, customRoles: customRoles,
+                                        globalMask: globalMask, base: base)
+                    map.upsert(bytes: k, Interned(list: list, uses: 1))
+                    return list
                 }
-                if let found { return found }
-                let list = NameList(joined: joined, hash: hash, names: names, customRoles: customRoles, globalMask: globalMask, base: base)
-                if !other { map.upsert(bytes: key, Interned(list: list, uses: 1)) }
-                return list
+                if let list { return list }
+                key &+= 1
             }
         }
     }

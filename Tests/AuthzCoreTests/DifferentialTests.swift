@@ -359,6 +359,8 @@ struct SeedRun {
             }
             // Refused: nothing changes, on either side.
         }
+        // Applied or refused, the directory's lists are owned by its table, counted exactly.
+        for e in SharedStorageTests.listUseErrors(directory) { mismatches.append("seed \(seed) \(phase): \(e)") }
     }
 
     mutating func checkCounts() {

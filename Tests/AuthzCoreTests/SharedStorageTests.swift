@@ -113,9 +113,22 @@ import Testing
     }
 
     /// Every list an entry points at is in its table (the same object) with as many uses as
-    /// entries point at it, and the table holds no other.
+    /// entries point at it, and the table holds no other. Member entries hold their list
+    /// without a reference count, so their addresses are checked first, without reading
+    /// through them (a list freed under a member would crash the check, not fail it): each is
+    /// a list of the table or the directory's empty list, and the one its payload repeats.
     static func listUseErrors(_ dir: Directory) -> [String] {
         var errors: [String] = []
+        var owned: Set<UnsafeMutableRawPointer> = [Unmanaged.passUnretained(dir.emptyAssignments.storage).toOpaque()]
+        dir.assignmentLists.forEach { list, _ in owned.insert(Unmanaged.passUnretained(list.storage).toOpaque()) }
+        dir.members.forEachBytes { k, m, payload in
+            let key = String(decoding: k, as: UTF8.self)
+            if !owned.contains(m.listAddress) { errors.append("member \(key): its list is not one the directory owns") }
+            if Directory.memberFacts(payload).assignments.toOpaque() != m.listAddress {
+                errors.append("member \(key): the payload names another list than the entry")
+            }
+        }
+        if !errors.isEmpty { return errors }
         func check(_ name: String, _ table: NameListTable, _ used: [ObjectIdentifier: Int]) {
             var inTable: [ObjectIdentifier: Int] = [:]
             table.forEach { list, uses in inTable[ObjectIdentifier(list.storage)] = uses }
@@ -147,6 +160,7 @@ import Testing
             answers.append(Self.answers(next))
             #expect(Self.listUseErrors(next).isEmpty, "batch \(b): \(Self.listUseErrors(next))")
             for (i, old) in snapshots.enumerated() {
+                #expect(Self.listUseErrors(old).isEmpty, "snapshot \(i) lists after batch \(b): \(Self.listUseErrors(old))")
                 #expect(Set(old.records()) == records[i], "snapshot \(i) records changed by batch \(b)")
                 #expect(Self.answers(old) == answers[i], "snapshot \(i) answers changed by batch \(b)")
             }
@@ -210,6 +224,34 @@ import Testing
         dir = try dir.applying(Self.lines([.member(.init(org: "acme", user: "u2", role: "member", assignments: ["dev", "ci"]))])).directory
         #expect(dir.assignmentLists.count == 5)
         #expect(dir.members["acme", "u2"]?.assignments.storage !== shared)
+    }
+
+    /// Two different lists with one hash are both held by the table: member entries hold
+    /// their list without a reference count, so a list the table did not hold would be freed
+    /// while members still point at it.
+    @Test func listsWhoseHashesCollideAreBothHeld() throws {
+        var table = NameListTable(shardBits: 2)
+        let a = table.intern(["dev"], hash: 42)
+        let b = table.intern(["billing"], hash: 42)
+        #expect(table.count == 2)
+        #expect(a != nil && b != nil && a?.storage !== b?.storage)
+        #expect(b?.names == ["billing"])
+        // Found again past the list that holds the hash, and counted.
+        let found = table.intern(["billing"], hash: 42)
+        #expect(found?.storage === b?.storage)
+        let used = b.map { table.use($0) }
+        #expect(used == true)
+        table.release(a)
+        var held: [(NameListStorage, Int)] = []
+        table.forEach { list, uses in held.append((list.storage, uses)) }
+        #expect(held.count == 1)
+        #expect(held.first?.0 === b?.storage && held.first?.1 == 3)
+        // With the hash's key free again, the names make a new list there (not shared, correct).
+        let again = table.intern(["billing"], hash: 42)
+        #expect(again?.storage !== b?.storage && again?.names == ["billing"])
+        #expect(table.count == 2)
+        for _ in 0..<3 { table.release(b) }
+        #expect(table.count == 1)
     }
 
     /// Members whose records share one names array, as a store's load hands them, reuse the
