@@ -66,6 +66,10 @@ extension Engine {
         case .failure(.storage(let message)):
             logger.error("sync failed to commit; nothing changed", metadata: ["error": "\(message)"])
             return (500, HTTPError(status: 500, code: "storage_error", message: "the store could not commit the batch; nothing changed").body)
+        case .failure(.storeStateUnknown(let message)):
+            logger.critical("the store's state is unknown: syncs are refused until a restart loads it", metadata: ["error": "\(message)"])
+            return (500, HTTPError(status: 500, code: "store_state_unknown",
+                                   message: "a store write failed past its commit point, so whether this batch (or the one that failed first) is on disk is unknown; the server answers from the data it had and refuses syncs until it is restarted, which loads the store as it is").body)
         }
     }
 

@@ -1,6 +1,7 @@
 import AuthzCore
 import Foundation
 import GRDB
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,6 +20,8 @@ public final class MembershipStore: @unchecked Sendable {
     private var pool: DatabasePool
     /// This process's exclusive hold on the store (see `StoreLock`).
     private let ownership: StoreLock
+    /// Tests: where this store's writes fail (see `FailurePoint`).
+    let failing = Mutex<FailurePoint?>(nil)
 
     /// Opens (creating if needed) the store at `path`. Fails if another process has it open.
     public init(path: String) throws {
@@ -365,10 +368,25 @@ public final class MembershipStore: @unchecked Sendable {
     /// What went wrong committing: the store refused or the revision moved under us.
     public enum StoreError: Error, CustomStringConvertible {
         case revisionMoved(expected: Int64, found: Int64)
+        /// A write failed past the point where it may already be on disk (a replace's rename
+        /// done but its directory not synced; an I/O error in SQLite's commit): the store may
+        /// hold the batch or not. Only a restart, which loads the store as it is, knows.
+        case stateUnknown(String)
         public var description: String {
             switch self {
             case .revisionMoved(let e, let f): "the store is at revision \(f), not \(e)"
+            case .stateUnknown(let m): m
             }
+        }
+    }
+
+    /// `body`, with an I/O error from SQLite reported as `stateUnknown`: SQLite does not say
+    /// whether a transaction whose commit met one is on disk.
+    private static func committing<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_IOERR {
+            throw StoreError.stateUnknown("an I/O error while committing: \(error)")
         }
     }
 
@@ -376,13 +394,13 @@ public final class MembershipStore: @unchecked Sendable {
     /// once the commit is durable. `previous` guards against a second writer.
     public func apply(_ records: [LocatedRecord], revision: Int64, previous: Int64) throws {
         try withPool { pool in
-            try pool.write { db in
+            try Self.committing { try pool.write { db in
                 let found = try Self.revision(db)
                 guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
                 var writer = RowWriter(db)
                 for r in records { try writer.write(r.record) }
                 try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'revision'", arguments: [revision])
-            }
+            } }
             if records.count > 10_000 { truncateWAL(pool) }
         }
     }
@@ -505,22 +523,29 @@ public final class MembershipStore: @unchecked Sendable {
                 return false
             }
             CrashPoint.reached(.oldWALEmptied)
+            var renamed = false
             let swapped = Result { () throws -> Bool in
                 guard !Self.exists(path + "-wal") && !Self.exists(path + "-shm") else { return false }
                 // The -wal's removal is on disk before the rename can be.
                 try Self.sync(Self.directory(of: path))
                 guard rename(newPath, path) == 0 else { throw Self.posixError(path) }
+                renamed = true
                 removeNew = false
                 CrashPoint.reached(.renamed)
                 // Durable: the rename is on disk before the replace is acknowledged.
+                if failing.withLock({ $0 }) == .afterRename { throw POSIXError(.EIO) }
                 try Self.sync(Self.directory(of: path))
                 return true
             }
-            // Open again on whichever file is at `path` now. Should that fail after the
-            // rename, the replace is reported as failed although it is on disk (as when a
-            // commit's sync fails): every later use of the store fails, a restart loads it.
-            pool = try Self.open(path)
-            return try swapped.get()
+            // Open again on whichever file is at `path` now. A failure after the rename (this
+            // open, or the directory's sync) leaves the replace in place but maybe not durable:
+            // neither "done" nor "nothing changed" is true, so it is `stateUnknown`.
+            do {
+                pool = try Self.open(path)
+                return try swapped.get()
+            } catch where renamed {
+                throw StoreError.stateUnknown("the replace was renamed over the store, then failed: \(error)")
+            }
         } ?? false
     }
 
@@ -528,7 +553,7 @@ public final class MembershipStore: @unchecked Sendable {
     /// batch written. Under `lock`.
     private func replaceInPlace(_ batch: [LocatedRecord], revision: Int64, previous: Int64,
                                 validation: Concurrently<some Sendable>) throws {
-        try pool.write { db in
+        try Self.committing { try pool.write { db in
             let found = try Self.revision(db)
             guard found == previous else { throw StoreError.revisionMoved(expected: previous, found: found) }
             for table in ["orgs", "users", "roles", "members", "api_keys", "invitations"] {
@@ -537,7 +562,7 @@ public final class MembershipStore: @unchecked Sendable {
             _ = try Self.writeRows(batch, revision: revision, into: db, validation: validation)
             // Throwing here rolls the transaction back.
             _ = try validation.result.get()
-        }
+        } }
         truncateWAL(pool)
     }
 
@@ -671,6 +696,13 @@ extension AuthzCore.Record {
         prefix <<= UInt64(8 * (8 - n))
         return kind << 61 | prefix >> 3
     }
+}
+
+/// Where a test may have a store's write fail (an I/O error it cannot cause otherwise):
+/// `MembershipStore.failing`.
+enum FailurePoint: Sendable {
+    /// After a replace's rename, before the directory is synced.
+    case afterRename
 }
 
 /// Where a test may have the process killed in the middle of a replace by rename

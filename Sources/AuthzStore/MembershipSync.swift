@@ -35,6 +35,10 @@ public final class MembershipSync: @unchecked Sendable {
         case conflict(current: Int64)
         /// The store could not commit; nothing was published.
         case storage(String)
+        /// A store write failed past its commit point: the batch may be on disk or not, and
+        /// the store may no longer match what is served. This batch and every later one are
+        /// refused, and the data served stays as it was, until a restart loads the store.
+        case storeStateUnknown(String)
     }
 
     public let store: MembershipStore
@@ -43,6 +47,8 @@ public final class MembershipSync: @unchecked Sendable {
     private var revision: Int64
     /// How long opening took: reading the store into the directory, then finishing it.
     public private(set) var loadTimes: (read: Duration, build: Duration) = (.zero, .zero)
+    /// Set once a write failed past its commit point (`Failure.storeStateUnknown`).
+    private var stateUnknown: String?
     /// Called with every new (directory, revision), under the writer lock, after the commit.
     private let publish: @Sendable (Directory, Int64) -> Void
 
@@ -116,6 +122,7 @@ public final class MembershipSync: @unchecked Sendable {
     public func sync(_ records: [LocatedRecord], mode: Mode, ifRevision: Int64? = nil) -> Result<Outcome, Failure> {
         lock.lock()
         defer { lock.unlock() }
+        if let stateUnknown { return .failure(.storeStateUnknown(stateUnknown)) }
         if let ifRevision, ifRevision != revision { return .failure(.conflict(current: revision)) }
         let clock = ContinuousClock()
         let t0 = clock.now
@@ -143,6 +150,9 @@ public final class MembershipSync: @unchecked Sendable {
             }
         } catch let error as DataErrors {
             return .failure(.invalid(error.errors))
+        } catch MembershipStore.StoreError.stateUnknown(let message) {
+            stateUnknown = "a sync at revision \(revision) failed past the store's commit point (\(message))"
+            return .failure(.storeStateUnknown(stateUnknown!))
         } catch {
             return .failure(.storage("\(error)"))
         }

@@ -220,6 +220,9 @@ struct Sync: AsyncParsableCommand {
         case .failure(.storage(let m)):
             printError("error: \(m)")
             throw ExitCode(2)
+        case .failure(.storeStateUnknown(let m)):
+            printError("error: \(m); whether this batch is in the store is unknown: read it back (`authz serve` loads it) before syncing again")
+            throw ExitCode(2)
         }
     }
 }

@@ -1,6 +1,6 @@
 import AuthzCore
 @testable import AuthzHTTP
-import AuthzStore
+@testable import AuthzStore
 import Dispatch
 import Foundation
 import Synchronization
@@ -219,6 +219,27 @@ struct SyncTests {
         #expect(server == nil)
         #expect(engine == nil)
         #expect(writer == nil)
+    }
+
+    /// A replace that failed after its rename (the store may hold it or not) is not answered
+    /// "nothing changed": 500 `store_state_unknown`, for it and every later sync, while checks
+    /// keep answering from the data acknowledged before.
+    @Test func aSyncWhoseStoreStateIsUnknownIsSaidSoAndLaterSyncsAreRefused() throws {
+        let live = try SyncServer()
+        defer { live.stop() }
+        #expect(try live.synced(syncSeed) == 1)
+        live.writer.store.failing.withLock { $0 = .afterRename }
+        let replace = try live.sync(#"{"kind":"org","id":"solo"}"#, query: "?mode=replace")
+        #expect(replace.status == 500)
+        #expect(replace.errorCode == "store_state_unknown")
+        live.writer.store.failing.withLock { $0 = nil }
+        let later = try live.sync(#"{"kind":"org","id":"later"}"#)
+        #expect(later.status == 500)
+        #expect(later.errorCode == "store_state_unknown")
+        #expect(try live.http.readyRevision() == 1)
+        let check = try live.http.get("/v1/check?subject=user:u1&action=read&resource=sandbox:s&org=acme")
+        #expect(check.status == 200)
+        #expect(check.json["revision"] as? Int == 1)
     }
 
     @Test func applyThenCheck() throws {

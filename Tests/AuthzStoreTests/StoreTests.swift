@@ -286,6 +286,41 @@ private let seed = """
         }
     }
 
+    /// A replace whose rename is done but whose directory sync fails may be on disk or not:
+    /// it is not reported as "nothing changed". The writer keeps serving what it had, refuses
+    /// this and every later batch (writing nothing), and a restart loads the store as it is.
+    @Test func aFailurePastTheRenameLeavesTheStateUnknownAndRefusesLaterSyncs() throws {
+        let (store, path) = try tempStore()
+        let published = Published()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: published.set)
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        let before = Set(sync.current.directory.records())
+        store.failing.withLock { $0 = .afterRename }
+        let replacement = #"{"kind":"org","id":"solo"}"# + "\n" + #"{"kind":"member","org":"solo","user":"u1","role":"owner"}"#
+        guard case .failure(.storeStateUnknown(let message)) = sync.sync(records(replacement), mode: .replace) else {
+            Issue.record("a replace that failed after its rename was not reported as of unknown state")
+            return
+        }
+        #expect(message.contains("renamed over the store"))
+        // What is served is what was acknowledged.
+        #expect(sync.current.revision == 1)
+        #expect(Set(sync.current.directory.records()) == before)
+        #expect(published.revision == 1)
+        store.failing.withLock { $0 = nil }
+        // Later batches are refused and write nothing, though the store itself works again.
+        guard case .failure(.storeStateUnknown) = sync.sync(records(#"{"kind":"org","id":"later"}"#), mode: .apply) else {
+            Issue.record("a batch after the unknown state was not refused")
+            return
+        }
+        #expect(try store.revision() == 2)
+        // A restart reads the store as it is: here, the replace (it was renamed into place).
+        let restarted = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        #expect(restarted.current.revision == 2)
+        #expect(Set(restarted.current.directory.records()) == Set(records(replacement).map(\.record)))
+        #expect(try restarted.sync(records(#"{"kind":"org","id":"later"}"#), mode: .apply).get().revision == 3)
+        _ = path
+    }
+
     /// A stored timestamp that does not parse (a store edited by hand, or damaged) is not read
     /// as "never": an api key would stop expiring. The load stops and names the row, the
     /// column and the value; the store is left as it was.
