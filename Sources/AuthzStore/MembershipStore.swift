@@ -369,7 +369,7 @@ public final class MembershipStore: @unchecked Sendable {
     public enum StoreError: Error, CustomStringConvertible {
         case revisionMoved(expected: Int64, found: Int64)
         /// A write failed past the point where it may already be on disk (a replace's rename
-        /// done but its directory not synced; an I/O error in SQLite's commit): the store may
+        /// done but its directory not synced; an I/O error from SQLite while writing): the store may
         /// hold the batch or not. Only a restart, which loads the store as it is, knows.
         case stateUnknown(String)
         public var description: String {
@@ -380,8 +380,9 @@ public final class MembershipStore: @unchecked Sendable {
         }
     }
 
-    /// `body`, with an I/O error from SQLite reported as `stateUnknown`: SQLite does not say
-    /// whether a transaction whose commit met one is on disk.
+    /// `body` (a write transaction), with an I/O error from SQLite reported as `stateUnknown`:
+    /// SQLite does not say whether a transaction whose commit met one is on disk, and one met
+    /// before the commit is counted the same (rare, and a restart settles it).
     private static func committing<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
