@@ -299,6 +299,13 @@ public struct Directory: Sendable {
         if e.users > 0 { users.reserve(e.users, arenaBytes: e.userKeyBytes + e.userPayloadBytes) }
     }
 
+    /// A timestamp the store can keep (a record made in Swift can hold any `Timestamp`; one
+    /// parsed from JSON Lines is always in range).
+    private static func requireRFC3339(_ t: Timestamp?, _ field: String) throws(RecordError) {
+        guard let t, !t.isRFC3339 else { return }
+        throw RecordError(field, "\(t.seconds) s \(t.nanoseconds) ns is outside what RFC 3339 writes (years 0000-9999, nanoseconds within the second)")
+    }
+
     private static func requireID(_ id: String, _ field: String) throws(RecordError) {
         guard Identifier.isValid(id) else {
             throw RecordError(field, id.isEmpty ? "must not be empty" : "`\(id)` is not a valid id (no spaces or control characters, at most 512 bytes)")
@@ -370,6 +377,7 @@ public struct Directory: Sendable {
         switch record {
         case .org(let r):
             try Directory.requireID(r.id, "id")
+            try Directory.requireRFC3339(r.suspendedUntil, "suspended_until")
             var entry = OrgEntry(suspendedUntil: PackedTimestamp(r.suspendedUntil), personal: r.personal, suspended: r.suspended)
             if let old = orgs[r.id] { entry.ownerCount = old.ownerCount }
             orgs.upsert(r.id, entry)
@@ -413,6 +421,7 @@ public struct Directory: Sendable {
 
         case .apiKey(let r):
             try Directory.requireID(r.id, "id")
+            try Directory.requireRFC3339(r.expiresAt, "expires_at")
             try requireOrg(r.org)
             try Directory.requireID(r.user, "user")
             let mask = try permissionMask(r.permissions, "permissions")
@@ -422,6 +431,7 @@ public struct Directory: Sendable {
 
         case .invitation(let r):
             try Directory.requireID(r.id, "id")
+            try Directory.requireRFC3339(r.expiresAt, "expires_at")
             try requireOrg(r.org)
             guard !r.email.isEmpty, withBytes(r.email, { allBytes($0, above: 0x1F) }) else {
                 throw RecordError("email", "`\(r.email)` is not a valid email")

@@ -12,6 +12,13 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         self.nanoseconds = nanoseconds
     }
 
+    /// Whether RFC 3339 can write it (years 0000-9999 in UTC, nanoseconds within the second),
+    /// so that it reads back as written: what the store keeps must load again.
+    public var isRFC3339: Bool {
+        // 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+        (-62_167_219_200...253_402_300_799).contains(seconds) && (0..<1_000_000_000).contains(nanoseconds)
+    }
+
     public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool {
         lhs.seconds != rhs.seconds ? lhs.seconds < rhs.seconds : lhs.nanoseconds < rhs.nanoseconds
     }

@@ -69,7 +69,11 @@ extension Engine {
         case .failure(.storeStateUnknown(let message)):
             logger.critical("the store's state is unknown: syncs are refused until a restart loads it", metadata: ["error": "\(message)"])
             return (500, HTTPError(status: 500, code: "store_state_unknown",
-                                   message: "a store write failed past its commit point, so whether this batch (or the one that failed first) is on disk is unknown; the server answers from the data it had and refuses syncs until it is restarted, which loads the store as it is").body)
+                                   message: "a store write failed past its commit point, so whether this batch is on disk is unknown; the server answers from the data it had and refuses syncs until it is restarted, which loads the store as it is").body)
+        case .failure(.syncsRefused(let message)):
+            logger.error("sync refused: the store's state is unknown since an earlier sync", metadata: ["error": "\(message)"])
+            return (500, HTTPError(status: 500, code: "store_state_unknown",
+                                   message: "an earlier sync failed past the store's commit point, so what the store holds is unknown; this sync changed nothing, and syncs are refused until the server is restarted, which loads the store as it is").body)
         }
     }
 

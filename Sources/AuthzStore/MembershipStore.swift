@@ -369,8 +369,9 @@ public final class MembershipStore: @unchecked Sendable {
     public enum StoreError: Error, CustomStringConvertible {
         case revisionMoved(expected: Int64, found: Int64)
         /// A write failed past the point where it may already be on disk (a replace's rename
-        /// done but its directory not synced; an I/O error from SQLite while writing): the store may
-        /// hold the batch or not. Only a restart, which loads the store as it is, knows.
+        /// done but its directory not synced; a commit whose sync failed), or the store could
+        /// not be opened again: it may hold the batch or not, and this process can no longer
+        /// tell. Only a restart, which loads the store as it is, knows.
         case stateUnknown(String)
         public var description: String {
             switch self {
@@ -380,14 +381,16 @@ public final class MembershipStore: @unchecked Sendable {
         }
     }
 
-    /// `body` (a write transaction), with an I/O error from SQLite reported as `stateUnknown`:
-    /// SQLite does not say whether a transaction whose commit met one is on disk, and one met
-    /// before the commit is counted the same (rare, and a restart settles it).
+    /// `body` (a write transaction), with a failed sync reported as `stateUnknown`: the commit's
+    /// frames were written, so whether they reach the disk is unknown. A failed write (a full
+    /// disk or quota: `SQLITE_FULL`, `SQLITE_IOERR_WRITE`) means no complete commit was
+    /// written: SQLite rolls back, nothing changed, and the next sync may succeed.
     private static func committing<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_IOERR {
-            throw StoreError.stateUnknown("an I/O error while committing: \(error)")
+        } catch let error as DatabaseError
+            where error.extendedResultCode == .SQLITE_IOERR_FSYNC || error.extendedResultCode == .SQLITE_IOERR_DIR_FSYNC {
+            throw StoreError.stateUnknown("syncing the commit failed: \(error)")
         }
     }
 
@@ -437,6 +440,17 @@ public final class MembershipStore: @unchecked Sendable {
             throw error
         }
         return try validation.result.get()
+    }
+
+    /// Opens the store again after its connections were closed for a swap. Should that fail,
+    /// this process has no store left to write to: `stateUnknown`, so that the writer refuses
+    /// syncs and asks for a restart instead of failing each one as if it could be retried.
+    private static func reopen(_ path: String, after what: String) throws -> DatabasePool {
+        do {
+            return try open(path)
+        } catch {
+            throw StoreError.stateUnknown("the store could not be opened again after \(what): \(error)")
+        }
     }
 
     /// The path a replace writes its new file to, next to the store (a rename stays in one
@@ -520,7 +534,7 @@ public final class MembershipStore: @unchecked Sendable {
                 pool.releaseMemory()
                 try pool.close()
             } catch {
-                pool = try Self.open(path)
+                pool = try Self.reopen(path, after: "a replace's swap was given up")
                 return false
             }
             CrashPoint.reached(.oldWALEmptied)
@@ -541,8 +555,8 @@ public final class MembershipStore: @unchecked Sendable {
             // Open again on whichever file is at `path` now. A failure after the rename (this
             // open, or the directory's sync) leaves the replace in place but maybe not durable:
             // neither "done" nor "nothing changed" is true, so it is `stateUnknown`.
+            pool = try Self.reopen(path, after: renamed ? "a replace renamed over it" : "a replace's swap was given up")
             do {
-                pool = try Self.open(path)
                 return try swapped.get()
             } catch where renamed {
                 throw StoreError.stateUnknown("the replace was renamed over the store, then failed: \(error)")

@@ -36,9 +36,12 @@ public final class MembershipSync: @unchecked Sendable {
         /// The store could not commit; nothing was published.
         case storage(String)
         /// A store write failed past its commit point: the batch may be on disk or not, and
-        /// the store may no longer match what is served. This batch and every later one are
-        /// refused, and the data served stays as it was, until a restart loads the store.
+        /// the store may no longer match what is served. The data served stays as it was, and
+        /// later syncs are refused (`syncsRefused`) until a restart loads the store.
         case storeStateUnknown(String)
+        /// Refused, nothing changed: an earlier sync left the store's state unknown (its
+        /// message), and only a restart can tell what the store holds.
+        case syncsRefused(String)
     }
 
     public let store: MembershipStore
@@ -122,7 +125,7 @@ public final class MembershipSync: @unchecked Sendable {
     public func sync(_ records: [LocatedRecord], mode: Mode, ifRevision: Int64? = nil) -> Result<Outcome, Failure> {
         lock.lock()
         defer { lock.unlock() }
-        if let stateUnknown { return .failure(.storeStateUnknown(stateUnknown)) }
+        if let stateUnknown { return .failure(.syncsRefused(stateUnknown)) }
         if let ifRevision, ifRevision != revision { return .failure(.conflict(current: revision)) }
         let clock = ContinuousClock()
         let t0 = clock.now
@@ -151,7 +154,7 @@ public final class MembershipSync: @unchecked Sendable {
         } catch let error as DataErrors {
             return .failure(.invalid(error.errors))
         } catch MembershipStore.StoreError.stateUnknown(let message) {
-            stateUnknown = "a sync at revision \(revision) failed past the store's commit point (\(message))"
+            stateUnknown = "the sync to revision \(newRevision) failed past the store's commit point: \(message)"
             return .failure(.storeStateUnknown(stateUnknown!))
         } catch {
             return .failure(.storage("\(error)"))

@@ -223,6 +223,9 @@ struct Sync: AsyncParsableCommand {
         case .failure(.storeStateUnknown(let m)):
             printError("error: \(m); whether this batch is in the store is unknown: read it back (`authz serve` loads it) before syncing again")
             throw ExitCode(2)
+        case .failure(.syncsRefused(let m)):
+            printError("error: refused, nothing changed: \(m)")
+            throw ExitCode(2)
         }
     }
 }

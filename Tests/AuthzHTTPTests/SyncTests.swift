@@ -236,6 +236,8 @@ struct SyncTests {
         let later = try live.sync(#"{"kind":"org","id":"later"}"#)
         #expect(later.status == 500)
         #expect(later.errorCode == "store_state_unknown")
+        let message = ((later.json["error"] as? [String: Any])?["message"] as? String) ?? ""
+        #expect(message.contains("this sync changed nothing"))
         #expect(try live.http.readyRevision() == 1)
         let check = try live.http.get("/v1/check?subject=user:u1&action=read&resource=sandbox:s&org=acme")
         #expect(check.status == 200)

@@ -308,10 +308,11 @@ private let seed = """
         #expect(published.revision == 1)
         store.failing.withLock { $0 = nil }
         // Later batches are refused and write nothing, though the store itself works again.
-        guard case .failure(.storeStateUnknown) = sync.sync(records(#"{"kind":"org","id":"later"}"#), mode: .apply) else {
+        guard case .failure(.syncsRefused(let why)) = sync.sync(records(#"{"kind":"org","id":"later"}"#), mode: .apply) else {
             Issue.record("a batch after the unknown state was not refused")
             return
         }
+        #expect(why.contains("the sync to revision 2"))
         #expect(try store.revision() == 2)
         // A restart reads the store as it is: here, the replace (it was renamed into place).
         let restarted = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
@@ -319,6 +320,37 @@ private let seed = """
         #expect(Set(restarted.current.directory.records()) == Set(records(replacement).map(\.record)))
         #expect(try restarted.sync(records(#"{"kind":"org","id":"later"}"#), mode: .apply).get().revision == 3)
         _ = path
+    }
+
+    /// A record made in Swift can hold a timestamp RFC 3339 cannot write: such a batch is
+    /// refused (line and field) rather than acknowledged into a store that would not load.
+    @Test func aTimestampTheStoreCouldNotReadBackIsRefused() throws {
+        let (store, path) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        _ = try sync.sync(records(seed), mode: .apply).get()
+        let far = Timestamp(seconds: 300_000_000_000)
+        let cases: [Record] = [
+            .apiKey(.init(id: "k9", org: "acme", user: "u1", permissions: ["write:x"], expiresAt: far)),
+            .invitation(.init(id: "i9", org: "acme", email: "c@x.io", role: "member", assignments: [], status: "pending",
+                              expiresAt: Timestamp(seconds: 0, nanoseconds: -1))),
+            .org(.init(id: "later", suspended: true, suspendedUntil: Timestamp(seconds: -62_167_219_201))),
+        ]
+        for (record, field) in zip(cases, ["expires_at", "expires_at", "suspended_until"]) {
+            guard case .failure(.invalid(let errors)) = sync.sync([LocatedRecord(line: 7, record: record)], mode: .apply) else {
+                Issue.record("accepted: \(record)")
+                continue
+            }
+            #expect(errors.map(\.line) == [7])
+            #expect(errors.first?.field == field)
+        }
+        #expect(sync.current.revision == 1)
+        // The bounds themselves are kept and read back.
+        let edges = [Timestamp(seconds: -62_167_219_200), Timestamp(seconds: 253_402_300_799, nanoseconds: 999_999_999)]
+        for t in edges { #expect(Timestamp(rfc3339: t.description) == t, "\(t)") }
+        _ = try sync.sync([LocatedRecord(line: 1, record: .apiKey(.init(id: "k8", org: "acme", user: "u1", permissions: [],
+                                                                                expiresAt: edges[1])))], mode: .apply).get()
+        let reopened = try MembershipStore(path: path).load().records.map(\.record)
+        #expect(reopened.contains(.apiKey(.init(id: "k8", org: "acme", user: "u1", permissions: [], expiresAt: edges[1]))))
     }
 
     /// A stored timestamp that does not parse (a store edited by hand, or damaged) is not read
