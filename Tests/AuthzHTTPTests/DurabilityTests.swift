@@ -91,7 +91,12 @@ final class ServeProcess: @unchecked Sendable {
         log = scratch.path("serve-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: try Built.executable())
-        process.arguments = ["serve", "--port", "0", "--threads", "2", "--store", store, "--policy", Built.policy] + extra
+        // Syncs at normal priority (`--sync-idle-limit 0`): these tests are about what a kill
+        // leaves on disk, and an idle-class sync in a machine busy with other tests (or a
+        // build) could wait longer than the client's 10 s receive timeout before it runs.
+        // BackgroundPriorityTests cover the idle class.
+        process.arguments = ["serve", "--port", "0", "--threads", "2", "--store", store, "--policy", Built.policy,
+                             "--sync-idle-limit", "0"] + extra
         var env = ProcessInfo.processInfo.environment
         env["AUTHZ_ADMIN_TOKEN"] = Self.token
         env["AUTHZ_CHECK_TOKEN"] = nil
