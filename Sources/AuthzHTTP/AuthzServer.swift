@@ -117,7 +117,11 @@ public final class AuthzServer: Sendable {
     /// and its answer says whether it was committed), raised to normal priority so that it
     /// ends soon. Detaches the membership writer (`attach`). Idempotent.
     public func shutdown(gracePeriod: Duration = .seconds(10)) {
-        guard let d = daemon.withLock({ $0 }) else { return }
+        guard let d = daemon.withLock({ $0 }) else {
+            // Never started (or stopped already): still let go of the writer.
+            engine.membership.withLock { $0 = nil }
+            return
+        }
         engine.draining.store(true, ordering: .relaxed)
         authz_mhd_stop_accepting(d.pointer)
         let deadline = ContinuousClock.now + gracePeriod

@@ -328,7 +328,9 @@ public final class MembershipStore: @unchecked Sendable {
         public let value: String
         public let expected: String
         public var description: String {
-            "table \(table), row \(key.map { "'\($0)'" }.joined(separator: " ")): \(column) is '\(value)', not \(expected)"
+            // A damaged value can be anything: at most 100 characters of it.
+            let shown = value.count > 100 ? value.prefix(100) + "..." : value
+            return "table \(table), row \(key.map { "'\($0)'" }.joined(separator: " ")): \(column) is '\(shown)', not \(expected)"
         }
     }
 

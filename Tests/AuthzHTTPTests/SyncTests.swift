@@ -219,6 +219,21 @@ struct SyncTests {
         #expect(server == nil)
         #expect(engine == nil)
         #expect(writer == nil)
+        // Also a server that was never started, then shut down.
+        weak var unstarted: AuthzServer?
+        weak var itsWriter: MembershipSync?
+        try {
+            let server = AuthzServer(configuration: ServerConfiguration(), directory: Directory(policy: Fixtures.policy()), ready: false,
+                                     policyLoader: { .success(Fixtures.policy()) })
+            let store = try MembershipStore(path: FileManager.default.temporaryDirectory
+                .appendingPathComponent("authz-unstarted-\(UUID().uuidString)/authz.sqlite").path)
+            let writer = try MembershipSync(store: store, policy: Fixtures.policy()) { d, r in server.publish(d, revision: UInt64(r)) }
+            server.attach(writer)
+            (unstarted, itsWriter) = (server, writer)
+            server.shutdown(gracePeriod: .zero)
+        }()
+        #expect(unstarted == nil)
+        #expect(itsWriter == nil)
     }
 
     /// A replace that failed after its rename (the store may hold it or not) is not answered

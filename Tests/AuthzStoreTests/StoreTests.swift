@@ -384,6 +384,10 @@ private let seed = """
             #expect(try MembershipStore(path: path).revision() == 1)
             try saved.write(to: URL(fileURLWithPath: path))
         }
+        // A long damaged value is shown in part.
+        let long = MembershipStore.UnreadableRow(table: "api_keys", key: ["k1"], column: "expires_at",
+                                                 value: String(repeating: "x", count: 5_000), expected: "an RFC 3339 timestamp")
+        #expect(long.description == "table api_keys, row 'k1': expires_at is '\(String(repeating: "x", count: 100))...', not an RFC 3339 timestamp")
         // Put back, the store loads again.
         #expect(try MembershipStore(path: path).load().records.count == records(seed).count)
     }
