@@ -13,6 +13,8 @@
 #   BASELINE=/path/to/authz          another authz binary to drive in the same rounds
 #   AUTHZ=/path/to/authz             skip the swift build and use this binary
 #   WORK=/tmp/dir                    where data, stores and logs go (default: a new temp dir)
+#   PIN=1                            servers on CPU 0, wrk on CPU 1 (taskset): the ratio then
+#                                    compares the servers' own cost, without wrk on their core
 # Everything listens on 127.0.0.1 only; both servers are killed on exit.
 set -euo pipefail
 
@@ -41,6 +43,13 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# PIN=1: each server on CPU 0 (its threads share it), wrk on CPU 1.
+SERVER_CPU=() WRK_CPU=()
+if [[ "${PIN:-0}" == 1 ]]; then
+    (( $(nproc) >= 2 )) || { echo "PIN=1 needs 2 CPUs" >&2; exit 1; }
+    SERVER_CPU=(taskset -c 0) WRK_CPU=(taskset -c 1)
+fi
+
 echo "== build" >&2
 cc -O2 -Wall -o "$WORK/ceiling" "$HERE/ceiling.c" $(pkg-config --cflags --libs libmicrohttpd)
 if [[ -z "${AUTHZ:-}" ]]; then
@@ -67,7 +76,7 @@ wait_ready() { # port seconds
 start_authz() { # binary port name
     rm -f "$WORK/$3.sqlite"*
     AUTHZ_ADMIN_TOKEN="bench-$RANDOM$RANDOM" AUTHZ_CHECK_TOKEN= \
-        "$1" serve --policy "$ROOT/policies/daytona.yaml" --host 127.0.0.1 --port "$2" \
+        "${SERVER_CPU[@]}" "$1" serve --policy "$ROOT/policies/daytona.yaml" --host 127.0.0.1 --port "$2" \
         --threads "$THREADS" --store "$WORK/$3.sqlite" --data "$WORK/data.jsonl" \
         2>"$WORK/$3.log" &
     PIDS+=($!)
@@ -76,7 +85,7 @@ start_authz() { # binary port name
 }
 
 echo "== start" >&2
-"$WORK/ceiling" "$CEILING_PORT" "$THREADS" 2>"$WORK/ceiling.log" &
+"${SERVER_CPU[@]}" "$WORK/ceiling" "$CEILING_PORT" "$THREADS" 2>"$WORK/ceiling.log" &
 PIDS+=($!)
 PID_OF[ceiling]=$!
 start_authz "$AUTHZ" "$AUTHZ_PORT" authz
@@ -107,7 +116,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 drive() { # round name port script conns
     local out pid="${PID_OF[$2]}" before after
     before=$(cpu_ticks "$pid")
-    out=$(wrk -t $(( $5 < 2 ? $5 : 2 )) -c "$5" -d "$DURATION" --latency -s "$HERE/$4" "http://127.0.0.1:$3" -- "$QUERIES" | grep '^RESULT')
+    out=$("${WRK_CPU[@]}" wrk -t $(( $5 < 2 ? $5 : 2 )) -c "$5" -d "$DURATION" --latency -s "$HERE/$4" "http://127.0.0.1:$3" -- "$QUERIES" | grep '^RESULT')
     after=$(cpu_ticks "$pid")
     # Server CPU per request, in microseconds: steadier than requests/s on a shared machine.
     set -- "$1" "$2" "$3" "$4" "$5" ${out#RESULT }
@@ -133,7 +142,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), server threads $THREADS, wrk -t2 (-t1 at 1 connection), $DURATION per run, medians of $ROUNDS rounds; commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- . ':!benchmarks/results' ':!benchmarks/RESULTS.md' || echo '+dirty'); data $ORGS orgs / $MEMBERS members; query mix: $mix"
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), server threads $THREADS$([[ "${PIN:-0}" == 1 ]] && echo ' (servers pinned to CPU 0, wrk to CPU 1)'), wrk -t2 (-t1 at 1 connection), $DURATION per run, medians of $ROUNDS rounds; commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- . ':!benchmarks/results' ':!benchmarks/RESULTS.md' || echo '+dirty'); data $ORGS orgs / $MEMBERS members; query mix: $mix"
 echo
 python3 - "$RESULTS" <<'PY'
 import sys, statistics, collections
