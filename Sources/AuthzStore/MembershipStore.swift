@@ -218,7 +218,7 @@ public final class MembershipStore: @unchecked Sendable {
     /// SQLite (as bytes, see `RowChunks`) while this one makes them records and calls `body`.
     public func load(_ body: (AuthzCore.Record) -> Void) throws -> Int64 {
         try stream(body) { db, chunks in
-            try Self.copyTables(db, Self.loadQueries.indices, to: chunks)
+            try Self.copyTables(db, Self.loadTables.indices, to: chunks)
             return try Self.revision(db)
         }
     }
@@ -233,7 +233,7 @@ public final class MembershipStore: @unchecked Sendable {
         try stream(body) { db, chunks in
             var users = UsersBuilder(expected: expected)
             var sizes = DirectoryBuilder.Expected()
-            let sql = Self.loadQueries[Self.usersTable]
+            let sql = Self.loadTables[Self.usersTable].sql
             let statement = try db.makeStatement(sql: sql)
             var usersLeft = true
             // Up to `n` more users; false once none are left.
@@ -246,7 +246,7 @@ public final class MembershipStore: @unchecked Sendable {
                 }
                 return true
             }
-            try Self.copyTables(db, Self.loadQueries.indices.filter { $0 != Self.usersTable }, to: chunks) { try buildUsers(256) }
+            try Self.copyTables(db, Self.loadTables.indices.filter { $0 != Self.usersTable }, to: chunks) { try buildUsers(256) }
             chunks.finish()
             while try buildUsers(4096) {}
             return (try Self.revision(db), users, sizes)
@@ -279,32 +279,44 @@ public final class MembershipStore: @unchecked Sendable {
         }
     }
 
-    /// Copies the rows of `tables` (positions in `loadQueries`) into chunks for `chunks`;
+    /// Copies the rows of `tables` (positions in `loadTables`) into chunks for `chunks`;
     /// `meanwhile` as in `RowChunks.send`.
     private static func copyTables(_ db: Database, _ tables: some Sequence<Int>, to chunks: RowChunks,
                                    meanwhile: () throws -> Bool = { false }) throws {
         var chunk: [UInt8] = []
         chunk.reserveCapacity(RowChunks.chunkBytes + 4096)
         for table in tables {
-            try RowChunks.copy(db, loadQueries[table], table: UInt8(table), into: &chunk, sending: chunks, meanwhile: meanwhile)
+            try RowChunks.copy(db, loadTables[table].sql, table: UInt8(table), into: &chunk, sending: chunks, meanwhile: meanwhile)
         }
         if !chunk.isEmpty { try chunks.send(chunk, meanwhile: meanwhile) }
     }
 
+    /// A table `load` reads: its name, the columns read (the first `keyColumns` name a row),
+    /// and so its query.
+    private struct LoadTable {
+        let name: String
+        let columns: [String]
+        let keyColumns: Int
+        var sql: String { "SELECT \(columns.joined(separator: ", ")) FROM \(name)" }
+    }
+
     /// What `load` reads, table by table (the order rebuilds the directory: orgs before what
-    /// belongs to them, roles before the members that hold them), and how many columns.
-    private static let loadQueries = [
-        "SELECT id, personal, suspended, suspended_until FROM orgs",
-        "SELECT id, email, email_verified FROM users",
-        "SELECT org, id, permissions FROM roles",
-        "SELECT org, user, role, assignments FROM members",
-        "SELECT id, org, user, permissions, expires_at FROM api_keys",
-        "SELECT id, org, email, role, assignments, status, expires_at FROM invitations",
+    /// belongs to them, roles before the members that hold them).
+    private static let loadTables = [
+        LoadTable(name: "orgs", columns: ["id", "personal", "suspended", "suspended_until"], keyColumns: 1),
+        LoadTable(name: "users", columns: ["id", "email", "email_verified"], keyColumns: 1),
+        LoadTable(name: "roles", columns: ["org", "id", "permissions"], keyColumns: 2),
+        LoadTable(name: "members", columns: ["org", "user", "role", "assignments"], keyColumns: 2),
+        LoadTable(name: "api_keys", columns: ["id", "org", "user", "permissions", "expires_at"], keyColumns: 1),
+        LoadTable(name: "invitations", columns: ["id", "org", "email", "role", "assignments", "status", "expires_at"], keyColumns: 1),
     ]
-    static func columns(of table: UInt8) -> Int { [4, 3, 3, 4, 5, 7][Int(table)] }
+    /// How many columns a row of `loadTables[table]` has: read for every row of a load, so a
+    /// plain array of counts (reading them through `loadTables` retained each table's strings).
+    private static let columnCounts = loadTables.map(\.columns.count)
+    static func columns(of table: UInt8) -> Int { columnCounts[Int(table)] }
     private static let usersTable = 1
 
-    /// The user a row of `loadQueries[usersTable]` stores.
+    /// The user a row of `loadTables[usersTable]` stores.
     private static func user(_ r: some RowColumns) -> AuthzCore.Record.User {
         .init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2))
     }
@@ -314,10 +326,6 @@ public final class MembershipStore: @unchecked Sendable {
         var org = "", role = ""
         var lists = ListCache()
     }
-
-    /// The tables `loadQueries` read, and how many of their first columns name a row.
-    private static let loadTables: [(name: String, keyColumns: Int)] =
-        [("orgs", 1), ("users", 1), ("roles", 2), ("members", 2), ("api_keys", 1), ("invitations", 1)]
 
     /// A row of the store that does not read back as a record (a store edited by hand, or
     /// damaged): its table, its key, and the stored value that is not what its column holds.
@@ -334,17 +342,14 @@ public final class MembershipStore: @unchecked Sendable {
         }
     }
 
-    /// The record a row of `loadQueries[table]` stores.
+    /// The record a row of `loadTables[table]` stores.
     private static func record(_ table: UInt8, _ r: some RowColumns, _ state: inout LoadState) throws(UnreadableRow) -> AuthzCore.Record {
         do {
             return try storedRecord(table, r, &state)
         } catch {
-            let query = loadQueries[Int(table)]
-            let columns = query.dropFirst("SELECT ".count)
-                .components(separatedBy: " FROM ")[0].components(separatedBy: ", ")
-            let (name, keyColumns) = loadTables[Int(table)]
-            throw UnreadableRow(table: name, key: (0..<keyColumns).map { r.text(Int32($0)) }, column: columns[Int(error.column)],
-                             value: error.value, expected: error.expected)
+            let t = loadTables[Int(table)]
+            throw UnreadableRow(table: t.name, key: (0..<t.keyColumns).map { r.text(Int32($0)) }, column: t.columns[Int(error.column)],
+                                value: error.value, expected: error.expected)
         }
     }
 
