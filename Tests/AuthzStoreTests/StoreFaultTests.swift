@@ -83,25 +83,6 @@ enum FaultyFiles {
     }
 }
 
-private func policy() throws -> CompiledPolicy {
-    try CompiledPolicy(PolicyDefinition(
-        name: "t", permissions: ["write:x"],
-        assignments: [.init(name: "viewer", permissions: [])], impliedAssignment: "viewer",
-        resourceTypes: [.init(name: "thing", actions: [.init(name: "read", requirement: .member)])]))
-}
-
-private func records(_ text: String) -> [LocatedRecord] {
-    let d = RecordCodec.decodeLines(text)
-    precondition(d.errors.isEmpty, "\(d.errors)")
-    return d.records
-}
-
-private let seed = """
-{"kind":"org","id":"acme"}
-{"kind":"user","id":"u1","email":"a@x.io","email_verified":true}
-{"kind":"member","org":"acme","user":"u1","role":"member"}
-"""
-
 /// What a sync answers when the store's disk fails under it: "nothing changed" only when that
 /// is known, "state unknown" (and later syncs refused) when the batch may be on disk.
 @Suite struct StoreFaultTests {

@@ -9,7 +9,7 @@ import Testing
 private let now = Timestamp(rfc3339: "2026-06-01T00:00:00Z")!
 
 /// A small policy built in code: the store is policy-agnostic.
-private func policy() throws -> CompiledPolicy {
+func policy() throws -> CompiledPolicy {
     try CompiledPolicy(PolicyDefinition(
         name: "t", permissions: ["write:x", "delete:x"],
         assignments: [.init(name: "viewer", permissions: []), .init(name: "dev", aliases: ["developer"], permissions: ["write:x"])],
@@ -24,15 +24,24 @@ private func policy() throws -> CompiledPolicy {
         ]))
 }
 
-private func records(_ text: String) -> [LocatedRecord] {
+func records(_ text: String) -> [LocatedRecord] {
     let d = RecordCodec.decodeLines(text)
     precondition(d.errors.isEmpty, "\(d.errors)")
     return d.records
 }
 
-private func tempStore() throws -> (MembershipStore, String) {
+func tempStore() throws -> (MembershipStore, String) {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString)/authz.sqlite").path
     return (try MembershipStore(path: path), path)
+}
+
+/// A store holding `seed`, closed again (so that another connection, or another store of
+/// the path, finds it as a restart would): its path.
+func seededStore() throws -> String {
+    let (store, path) = try tempStore()
+    let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+    _ = try sync.sync(records(seed), mode: .apply).get()
+    return path
 }
 
 private func inode(_ path: String) throws -> UInt64 {
@@ -45,7 +54,7 @@ private func allowed(_ d: Directory, _ s: String, _ a: String, _ org: String) ->
     (try? d.check(subject: s, action: a, resource: "thing:t", org: org, now: now).allowed) ?? false
 }
 
-private let seed = """
+let seed = """
 {"kind":"org","id":"acme"}
 {"kind":"org","id":"beta","personal":true,"suspended":true,"suspended_until":"2026-07-01T00:00:00.5Z"}
 {"kind":"user","id":"u1","email":"A@x.io","email_verified":true}
@@ -357,12 +366,7 @@ private let seed = """
     /// as "never": an api key would stop expiring. The load stops and names the row, the
     /// column and the value; the store is left as it was.
     @Test func aDamagedStoredTimestampIsRefusedNotReadAsNever() throws {
-        let path = try {
-            let (store, path) = try tempStore()
-            let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
-            _ = try sync.sync(records(seed), mode: .apply).get()
-            return path
-        }()
+        let path = try seededStore()
         let cases: [(sql: String, table: String, key: [String], column: String, value: String)] = [
             ("UPDATE api_keys SET expires_at = 'next tuesday' WHERE id = 'k1'", "api_keys", ["k1"], "expires_at", "next tuesday"),
             ("UPDATE invitations SET expires_at = '2026-13-01T00:00:00Z' WHERE id = 'i1'", "invitations", ["i1"], "expires_at", "2026-13-01T00:00:00Z"),
@@ -395,12 +399,7 @@ private let seed = """
     /// The load stops at the first unreadable row, while the reading thread has many chunks
     /// still to send: it stops too, rather than wait for chunks nobody takes.
     @Test func anUnreadableRowEarlyStopsTheReadingThreadToo() throws {
-        let path = try {
-            let (store, path) = try tempStore()
-            let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
-            _ = try sync.sync(records(seed), mode: .apply).get()
-            return path
-        }()
+        let path = try seededStore()
         // Orgs are read first; 60,000 members after them are over 6 MB of chunks (depth 4 of 1 MB).
         try execute(path, """
             UPDATE orgs SET suspended_until = 'soon' WHERE id = 'beta';
@@ -493,12 +492,7 @@ struct StoreFileTests {
     /// A store reached through a symbolic link: a replace renames over the link's target,
     /// and the link stays a link.
     @Test func aReplaceThroughASymlinkReplacesTheTarget() throws {
-        let target = try {
-            let (store, target) = try tempStore()
-            let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
-            _ = try sync.sync(records(seed), mode: .apply).get()
-            return target
-        }()
+        let target = try seededStore()
         let before = try inode(target)
         let link = FileManager.default.temporaryDirectory.appendingPathComponent("store-link-\(UUID().uuidString).sqlite").path
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: target)
