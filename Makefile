@@ -6,9 +6,9 @@ CONFIG ?= debug
 
 # The system packages the build needs (CI and a new machine start bare).
 deps:
-	@command -v pkg-config >/dev/null && pkg-config --exists libmicrohttpd && pkg-config --exists sqlite3 || { \
-	  echo "installing libmicrohttpd-dev, libsqlite3-dev and pkg-config"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmicrohttpd-dev libsqlite3-dev pkg-config >/dev/null; }
+	@command -v pkg-config >/dev/null && pkg-config --exists libmicrohttpd && pkg-config --exists sqlite3 && pkg-config --exists zlib || { \
+	  echo "installing libmicrohttpd-dev, libsqlite3-dev, zlib1g-dev and pkg-config"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmicrohttpd-dev libsqlite3-dev zlib1g-dev pkg-config >/dev/null; }
 
 build: deps
 	$(SWIFT) build

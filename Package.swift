@@ -38,6 +38,7 @@ let package = Package(
         .target(
             name: "AuthzClient",
             dependencies: [
+                "CAuthzGzip",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
@@ -57,11 +58,14 @@ let package = Package(
         ),
         // Typed, non-variadic C wrappers for what Swift cannot call directly (`MHD_start_daemon`).
         .target(name: "CAuthzMHD", dependencies: ["CMicroHTTPD"]),
+        // gzip bodies through the system's zlib (Debian: zlib1g-dev): the server decompresses
+        // `Content-Encoding: gzip` syncs, the client compresses them.
+        .target(name: "CAuthzGzip", linkerSettings: [.linkedLibrary("z")]),
         // `authz serve`: the decision endpoint over libmicrohttpd. Nothing of MHD in its API.
         .target(
             name: "AuthzHTTP",
             dependencies: [
-                "AuthzCore", "AuthzData", "AuthzStore", "CMicroHTTPD", "CAuthzMHD",
+                "AuthzCore", "AuthzData", "AuthzStore", "CMicroHTTPD", "CAuthzMHD", "CAuthzGzip",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -84,6 +84,12 @@ final class Engine: Sendable {
             return fail(e)
         }
         let state = RequestState(route: route, start: start)
+        if route != .policyReload { // its body, if any, is ignored
+            switch bodyEncoding(c, route) {
+            case .success(let gzip): state.gzip = gzip
+            case .failure(let e): return fail(e)
+            }
+        }
         // A replace is hundreds of megabytes: growing the buffer by doubling would copy it
         // over and over on this pool thread. The declared length is reserved at once, but
         // only within a budget of one largest sync body across all requests (syncs run one
@@ -137,7 +143,8 @@ final class Engine: Sendable {
             }
             guard !state.working else { return true }
             state.working = true
-            let parameters = SyncParameters(mode: c.query("mode").map(string), ifRevision: c.query("if_revision").map(string))
+            let parameters = SyncParameters(mode: c.query("mode").map(string), ifRevision: c.query("if_revision").map(string),
+                                            gzip: state.gzip)
             let admitted = syncGate.withLock { g in
                 if g.closed { return false }
                 g.suspended += 1
@@ -246,6 +253,16 @@ final class Engine: Sendable {
             if matches && (type.count == n || type[n] == 0x3B || type[n] == 0x20) { return nil }
         }
         return .unsupportedMediaType(String(decoding: type, as: UTF8.self), expected: accepted[0].description)
+    }
+
+    /// `Content-Encoding`: none or `identity` on every POST route, and `gzip` (or its old name
+    /// `x-gzip`) on `/v1/sync` (true). Anything else, a list of codings included, is 415.
+    private func bodyEncoding(_ c: Connection, _ route: Route) -> Result<Bool, HTTPError> {
+        guard let raw = c.header("Content-Encoding") else { return .success(false) }
+        let value = String(decoding: raw, as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
+        if value == "identity" { return .success(false) }
+        if route == .sync && (value == "gzip" || value == "x-gzip") { return .success(true) }
+        return .failure(.unsupportedEncoding(String(decoding: raw, as: UTF8.self), route: route.label, gzip: route == .sync))
     }
 
     func parseLength(_ b: UnsafeRawBufferPointer) -> Int? {

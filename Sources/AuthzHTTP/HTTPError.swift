@@ -22,6 +22,10 @@ struct HTTPError: Error, Sendable {
                   message: got.map { "content type `\($0)` is not supported; send `\(expected)`" }
                       ?? "the request has no content type; send `\(expected)`")
     }
+    static func unsupportedEncoding(_ got: String, route: String, gzip: Bool) -> HTTPError {
+        HTTPError(status: 415, code: "unsupported_encoding",
+                  message: "content encoding `\(got)` is not supported on `\(route)`; send the body as is\(gzip ? " or gzip" : "")")
+    }
     static func staleRevision(current: UInt64, wanted: UInt64) -> HTTPError {
         HTTPError(status: 409, code: "stale_revision",
                   message: "the server is at revision \(current), not yet at \(wanted); retry shortly")

@@ -18,6 +18,8 @@ final class RequestState: @unchecked Sendable {
     var dropped = 0
     /// The share of the body budget this request's buffer was reserved from, returned with it.
     var reservation: BodyBudget.Reservation?
+    /// `Content-Encoding: gzip` (a sync): `body` is compressed.
+    var gzip = false
     init(route: Route, start: Int64) {
         self.route = route
         self.start = start

@@ -10,6 +10,8 @@ import Synchronization
 struct SyncParameters: Sendable {
     var mode: String?
     var ifRevision: String?
+    /// The body is gzip (`Content-Encoding: gzip`).
+    var gzip = false
 }
 
 extension Engine {
@@ -34,19 +36,44 @@ extension Engine {
             ifRevision = n
         }
         let decodeStart = ContinuousClock.now
-        // A view of the body, not a copy (a replace can be hundreds of megabytes).
-        let decoded = body.withUnsafeBytes { bytes in
-            RecordCodec.decodeLines(bytes.isEmpty ? Data() : Data(
-                bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
+        let compressed = body.count
+        let decoded: (records: [LocatedRecord], errors: [DataError])
+        if parameters.gzip {
+            // Here, off the pool threads and below the checks' priority, like the decoding.
+            let limit = configuration.maxSyncBodySize
+            let inflated = body.withUnsafeBytes { GzipBody.gunzip($0, limit: limit) }
+            body = []
+            switch inflated {
+            case .success(let data):
+                decoded = RecordCodec.decodeLines(data)
+            case .failure(.tooLarge):
+                return (413, HTTPError.payloadTooLarge("the request body exceeds \(limit) bytes once decompressed; nothing changed").body)
+            case .failure(.truncated(let offset)):
+                return (400, HTTPError(status: 400, code: "invalid_encoding",
+                                       message: "the gzip body ends early, after \(offset) bytes; nothing changed").body)
+            case .failure(.corrupt(let offset, let detail)):
+                return (400, HTTPError(status: 400, code: "invalid_encoding",
+                                       message: "the gzip body is damaged at byte \(offset): \(detail); nothing changed").body)
+            case .failure(.noMemory):
+                logger.error("no memory to decompress a sync body", metadata: ["compressed": "\(compressed)"])
+                return (503, HTTPError(status: 503, code: "no_memory",
+                                       message: "the server has no memory to decompress the body; nothing changed, send it again later").body)
+            }
+        } else {
+            // A view of the body, not a copy (a replace can be hundreds of megabytes).
+            decoded = body.withUnsafeBytes { bytes in
+                RecordCodec.decodeLines(bytes.isEmpty ? Data() : Data(
+                    bytesNoCopy: UnsafeMutableRawPointer(mutating: bytes.baseAddress!), count: bytes.count, deallocator: .none))
+            }
+            body = []
         }
         let decodeTime = ContinuousClock.now - decodeStart
-        body = []
         if !decoded.errors.isEmpty { return invalidData(decoded.errors) }
         switch writer.sync(decoded.records, mode: mode, ifRevision: ifRevision) {
         case .success(let o):
             metrics.synced(records: decoded.records.count)
             logger.info("sync applied", metadata: [
-                "mode": "\(mode.rawValue)", "revision": "\(o.revision)", "upserted": "\(o.upserted)", "deleted": "\(o.deleted)",
+                "mode": "\(mode.rawValue)", "body": "\(compressed) bytes\(parameters.gzip ? " gzip" : "")", "revision": "\(o.revision)", "upserted": "\(o.upserted)", "deleted": "\(o.deleted)",
                 "decode": "\(decodeTime)", "validate": "\(o.validation)", "commit": "\(o.commit)",
             ])
             var w = JSONWriter()

@@ -24,6 +24,8 @@ struct Sync: AsyncParsableCommand {
     @Option(help: "Write into this store file instead of a server (no server may be running on it).") var store: String?
     @Option(help: "The policy, for --store.") var policy = "policies/daytona.yaml"
     @Option(help: "Attempts while the server is unreachable.") var retries = 6
+    @Flag(help: "Compress what is sent (Content-Encoding: gzip, about 4x smaller), for a slow link to the server; on a fast one it costs more than it saves.")
+    var gzip = false
     @Argument(help: "JSON Lines files, or - for standard input.") var files: [String]
 
     func validate() throws {
@@ -136,7 +138,8 @@ struct Sync: AsyncParsableCommand {
         var attempt = 1
         while true {
             do {
-                return try await client.sync(body, mode: replace ? .replace : .apply, ifRevision: expected)
+                return try await client.sync(body, mode: replace ? .replace : .apply, ifRevision: expected,
+                                             encoding: gzip ? .gzip : .identity)
             } catch {
                 switch error {
                 case .unreachable, .refused(status: 503, _, _, _):

@@ -511,6 +511,14 @@ struct DurabilityTests {
         let resent = try server.http.answers(seedChecks)
         #expect(resent.revision == 4)
         #expect(resent.answers == answers.answers)
+
+        // --gzip: the same records, compressed on the way (the server logs the encoding).
+        let padded = try scratch.write("padded.jsonl", paddedSeed)
+        let gzipped = try runAuthz(["sync", "--server", url, "--gzip", "--replace", padded], environment: token, in: scratch)
+        #expect(gzipped.status == 0, "\(gzipped.stderr)")
+        #expect(gzipped.stdout.contains("revision 5, upserted 33"), "\(gzipped.stdout)")
+        #expect(server.logText.contains(" gzip commit="), "\(server.logText)")
+        #expect(try server.http.answers(seedChecks).answers == answers.answers)
     }
 }
 

@@ -57,4 +57,33 @@ struct OpenAPITests {
         }
         #expect(operations == Route.served.reduce(0) { $0 + $1.methods.count })
     }
+
+    /// Every POST route whose body is read answers 415 to a `Content-Encoding` it does not take,
+    /// and says so; `/v1/sync` documents the header it takes.
+    @Test func everyRouteReadingABodyDocuments415() throws {
+        let text = try String(contentsOf: Self.specURL, encoding: .utf8)
+        let spec = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let paths = try #require(spec["paths"] as? [String: Any])
+        let live = try TestServer()
+        defer { live.stop() }
+        for route in Route.served where route.methods.contains(.post) && route != .policyReload {
+            let post = try #require((paths[route.label] as? [String: Any])?["post"] as? [String: Any], "\(route.label)")
+            let responses = try #require(post["responses"] as? [String: Any])
+            #expect(responses["415"] != nil, "POST \(route.label)")
+            let r = try live.client().request("POST", route.label, body: Array("{}".utf8), headers: [
+                "Content-Type": route == .sync ? "application/x-ndjson" : "application/json", "Content-Encoding": "br",
+                "Authorization": "Bearer admin-secret",
+            ])
+            #expect(r.status == 415 && r.errorCode == "unsupported_encoding", "POST \(route.label): \(r.status) \(r.text)")
+        }
+        // A policy reload ignores its body, and so its encoding.
+        let reload = try live.client().request("POST", "/v1/policy/reload", body: Array("x".utf8), headers: [
+            "Content-Encoding": "br", "Authorization": "Bearer admin-secret",
+        ])
+        #expect(reload.status != 415, "\(reload.text)")
+        let sync = try #require((paths["/v1/sync"] as? [String: Any])?["post"] as? [String: Any])
+        let parameters = try #require(sync["parameters"] as? [[String: Any]])
+        let encoding = try #require(parameters.first { $0["name"] as? String == "Content-Encoding" })
+        #expect((encoding["schema"] as? [String: Any])?["enum"] as? [String] == ["identity", "gzip", "x-gzip"])
+    }
 }
