@@ -452,9 +452,10 @@ public final class MembershipStore: @unchecked Sendable {
     /// Opens the store again after its connections were closed for a swap. Should that fail,
     /// this process has no store left to write to: `stateUnknown`, so that the writer refuses
     /// syncs and asks for a restart instead of failing each one as if it could be retried.
-    private static func reopen(_ path: String, after what: String) throws -> DatabasePool {
+    private func reopen(after what: String) throws -> DatabasePool {
         do {
-            return try open(path)
+            if failing.withLock({ $0 }) == .reopen { throw POSIXError(.EIO) }
+            return try Self.open(file)
         } catch {
             throw StoreError.stateUnknown("the store could not be opened again after \(what): \(error)")
         }
@@ -541,7 +542,7 @@ public final class MembershipStore: @unchecked Sendable {
                 pool.releaseMemory()
                 try pool.close()
             } catch {
-                pool = try Self.reopen(path, after: "a replace's swap was given up")
+                pool = try reopen(after: "a replace's swap was given up")
                 return false
             }
             CrashPoint.reached(.oldWALEmptied)
@@ -562,7 +563,7 @@ public final class MembershipStore: @unchecked Sendable {
             // Open again on whichever file is at `path` now. A failure after the rename (this
             // open, or the directory's sync) leaves the replace in place but maybe not durable:
             // neither "done" nor "nothing changed" is true, so it is `stateUnknown`.
-            pool = try Self.reopen(path, after: renamed ? "a replace renamed over it" : "a replace's swap was given up")
+            pool = try reopen(after: renamed ? "a replace renamed over it" : "a replace's swap was given up")
             do {
                 return try swapped.get()
             } catch where renamed {
@@ -725,6 +726,8 @@ extension AuthzCore.Record {
 enum FailurePoint: Sendable {
     /// After a replace's rename, before the directory is synced.
     case afterRename
+    /// Opening the store again after a replace closed it for the swap.
+    case reopen
 }
 
 /// Where a test may have the process killed in the middle of a replace by rename

@@ -331,6 +331,48 @@ let seed = """
         _ = path
     }
 
+    /// A replace closes the store for its swap and opens it again after the rename. Should that
+    /// open fail, this process has no store to write to: the state is unknown, the writer keeps
+    /// serving what was acknowledged and refuses every later sync, and a restart loads the
+    /// store as it is (the replace, renamed into place).
+    @Test func aStoreThatCannotBeOpenedAgainAfterAReplaceRefusesSyncsUntilARestart() throws {
+        let path: String
+        let before: Set<Record>
+        let replacement = #"{"kind":"org","id":"solo"}"# + "\n" + #"{"kind":"member","org":"solo","user":"u1","role":"owner"}"#
+        do {
+            let (store, p) = try tempStore()
+            path = p
+            let published = Published()
+            let sync = try MembershipSync(store: store, policy: try policy(), publish: published.set)
+            _ = try sync.sync(records(seed), mode: .apply).get()
+            before = Set(sync.current.directory.records())
+            store.failing.withLock { $0 = .reopen }
+            guard case .failure(.storeStateUnknown(let message)) = sync.sync(records(replacement), mode: .replace) else {
+                Issue.record("a replace whose store could not be opened again was not reported as of unknown state")
+                return
+            }
+            #expect(message.contains("could not be opened again after a replace renamed over it"), "\(message)")
+            #expect(sync.current.revision == 1)
+            #expect(Set(sync.current.directory.records()) == before)
+            #expect(published.revision == 1)
+            // The open would work now; the writer still refuses, and writes nothing.
+            store.failing.withLock { $0 = nil }
+            for mode in [MembershipSync.Mode.apply, .replace] {
+                guard case .failure(.syncsRefused) = sync.sync(records(#"{"kind":"org","id":"later"}"#), mode: mode) else {
+                    Issue.record("a \(mode) after the unknown state was not refused")
+                    return
+                }
+            }
+            #expect(sync.current.revision == 1)
+        }
+        // The restart: the replace is what the file holds.
+        let restarted = try MembershipSync(store: try MembershipStore(path: path), policy: try policy(), publish: { _, _ in })
+        #expect(restarted.current.revision == 2)
+        #expect(Set(restarted.current.directory.records()) == Set(records(replacement).map(\.record)))
+        #expect(Set(restarted.current.directory.records()) != before)
+        #expect(try restarted.sync(records(#"{"kind":"org","id":"later"}"#), mode: .apply).get().revision == 3)
+    }
+
     /// A record made in Swift can hold a timestamp RFC 3339 cannot write: such a batch is
     /// refused (line and field) rather than acknowledged into a store that would not load.
     @Test func aTimestampTheStoreCouldNotReadBackIsRefused() throws {
