@@ -117,7 +117,9 @@ public struct AuthzClient: Sendable {
         /// quarter of the bytes for membership records, for a slow link between the platform
         /// and the server. On a fast one it costs more time than it saves (both sides spend
         /// CPU on it: see benchmarks/FINDINGS.md). Bodies under 1 KiB go as they are, and so
-        /// does the body again if the server answers 415 (a server without gzip).
+        /// does the body again if the answer is 415 (a proxy, or a server that refuses the
+        /// coding). An OrgAuthz server older than gzip support reads the compressed bytes as
+        /// records and answers 400 `invalid_data`.
         case gzip
     }
 
@@ -126,12 +128,12 @@ public struct AuthzClient: Sendable {
                      encoding: BodyEncoding = .identity) async throws(Failure) -> SyncOutcome {
         var items = [URLQueryItem(name: "mode", value: mode.rawValue)]
         if let ifRevision { items.append(URLQueryItem(name: "if_revision", value: String(ifRevision))) }
-        if encoding == .gzip, jsonLines.count >= 1024, let compressed = Gzip.compress(jsonLines) {
+        if encoding == .gzip, jsonLines.count >= 1024, let compressed = await Gzip.compressed(jsonLines) {
             do {
                 return try await send(.POST, "/v1/sync", query: items, body: compressed, contentType: "application/x-ndjson",
                                       contentEncoding: "gzip")
-            } catch .refused(status: 415, code: "unsupported_encoding", _, _) {
-                // A server that takes the body only as it is: send it so.
+            } catch .refused(status: 415, _, _, _) {
+                // A server (or a proxy) that takes the body only as it is: send it so.
             }
         }
         return try await send(.POST, "/v1/sync", query: items, body: jsonLines, contentType: "application/x-ndjson")

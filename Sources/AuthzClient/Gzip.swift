@@ -10,6 +10,14 @@ enum Gzip {
     /// long enough that the compression barely suffers (zlib looks back 32 KiB).
     static let slice = 4 << 20
 
+    /// `compress` on a Dispatch thread: it keeps every core busy for up to a second or so,
+    /// which must not hold up a Swift concurrency thread of the caller's process.
+    static func compressed(_ data: Data, level: Int32 = 1) async -> Data? {
+        await withCheckedContinuation { done in
+            DispatchQueue.global().async { done.resume(returning: compress(data, level: level)) }
+        }
+    }
+
     /// nil if zlib fails (no memory).
     static func compress(_ data: Data, level: Int32 = 1) -> Data? {
         let count = data.count
@@ -53,12 +61,12 @@ private extension Data {
     /// One gzip member of `count` bytes at `input`; nil if zlib fails.
     init?(compressing input: UnsafePointer<UInt8>?, count: Int, level: Int32) {
         let capacity = authz_gzip_bound(count)
-        var out = Data(count: capacity)
-        let written = out.withUnsafeMutableBytes { o in
-            authz_gzip(input, count, level, o.baseAddress!.assumingMemoryBound(to: UInt8.self), capacity)
+        guard let out = malloc(capacity)?.assumingMemoryBound(to: UInt8.self) else { return nil }
+        let written = authz_gzip(input, count, level, out, capacity)
+        guard written > 0 else {
+            free(out)
+            return nil
         }
-        guard written > 0 else { return nil }
-        out.count = written
-        self = out
+        self.init(bytesNoCopy: realloc(out, written) ?? UnsafeMutableRawPointer(out), count: written, deallocator: .free)
     }
 }

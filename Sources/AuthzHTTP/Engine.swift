@@ -255,14 +255,18 @@ final class Engine: Sendable {
         return .unsupportedMediaType(String(decoding: type, as: UTF8.self), expected: accepted[0].description)
     }
 
-    /// `Content-Encoding`: none or `identity` on every POST route, and `gzip` (or its old name
-    /// `x-gzip`) on `/v1/sync` (true). Anything else, a list of codings included, is 415.
+    /// `Content-Encoding`, a list of codings (RFC 9110): empty elements and `identity` mean
+    /// nothing; what remains may be nothing (the body as it is, on every POST route) or, on
+    /// `/v1/sync`, one `gzip` (or its old name `x-gzip`): true. Anything else is 415, with
+    /// `Accept-Encoding` saying what the route takes.
     private func bodyEncoding(_ c: Connection, _ route: Route) -> Result<Bool, HTTPError> {
         guard let raw = c.header("Content-Encoding") else { return .success(false) }
-        let value = String(decoding: raw, as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
-        if value == "identity" { return .success(false) }
-        if route == .sync && (value == "gzip" || value == "x-gzip") { return .success(true) }
-        return .failure(.unsupportedEncoding(String(decoding: raw, as: UTF8.self), route: route.label, gzip: route == .sync))
+        let text = String(decoding: raw, as: UTF8.self)
+        let codings = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            .filter { !$0.isEmpty && $0 != "identity" }
+        if codings.isEmpty { return .success(false) }
+        if route == .sync && codings.count == 1 && (codings[0] == "gzip" || codings[0] == "x-gzip") { return .success(true) }
+        return .failure(.unsupportedEncoding(text, route: route.label, gzip: route == .sync))
     }
 
     func parseLength(_ b: UnsafeRawBufferPointer) -> Int? {

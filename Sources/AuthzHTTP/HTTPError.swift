@@ -6,7 +6,7 @@ struct HTTPError: Error, Sendable {
     var status: Int
     var code: String
     var message: String
-    /// `Allow` for a 405, `WWW-Authenticate` for a 401.
+    /// `Allow` for a 405, `WWW-Authenticate` for a 401, `Accept-Encoding` for a 415.
     var header: (name: String, value: String)? = nil
     /// Every error found, for answers that have several (a policy that does not compile).
     var errors: [String]? = nil
@@ -24,7 +24,8 @@ struct HTTPError: Error, Sendable {
     }
     static func unsupportedEncoding(_ got: String, route: String, gzip: Bool) -> HTTPError {
         HTTPError(status: 415, code: "unsupported_encoding",
-                  message: "content encoding `\(got)` is not supported on `\(route)`; send the body as is\(gzip ? " or gzip" : "")")
+                  message: "content encoding `\(got)` is not supported on `\(route)`; send the body as is\(gzip ? " or gzip" : "")",
+                  header: ("Accept-Encoding", gzip ? "gzip" : "identity"))
     }
     static func staleRevision(current: UInt64, wanted: UInt64) -> HTTPError {
         HTTPError(status: 409, code: "stale_revision",

@@ -41,11 +41,15 @@ extension Engine {
         if parameters.gzip {
             // Here, off the pool threads and below the checks' priority, like the decoding.
             let limit = configuration.maxSyncBodySize
-            let inflated = body.withUnsafeBytes { GzipBody.gunzip($0, limit: limit) }
-            body = []
+            let inflated = GzipBody.oneAtATime.withLock {
+                let result = body.withUnsafeBytes { GzipBody.gunzip($0, limit: limit) }
+                body = []
+                // Decoded under the lock too: the decompressed bytes are freed with `data`.
+                return result.map { data in RecordCodec.decodeLines(data) }
+            }
             switch inflated {
-            case .success(let data):
-                decoded = RecordCodec.decodeLines(data)
+            case .success(let d):
+                decoded = d
             case .failure(.tooLarge):
                 return (413, HTTPError.payloadTooLarge("the request body exceeds \(limit) bytes once decompressed; nothing changed").body)
             case .failure(.truncated(let offset)):

@@ -24,7 +24,7 @@ authz_gunzip_result authz_gunzip(const uint8_t *input, size_t count, size_t limi
     }
     // Room for one byte past the limit: reaching it is how "too large" shows.
     size_t most = limit < SIZE_MAX ? limit + 1 : limit;
-    size_t capacity = size_hint > 0 ? size_hint : count * 4;
+    size_t capacity = size_hint > 0 ? size_hint : (count > SIZE_MAX / 4 ? SIZE_MAX : count * 4);
     if (capacity < 4096) capacity = 4096;
     capacity = min_size(capacity, most);
     uint8_t *out = malloc(capacity);
@@ -92,12 +92,16 @@ authz_gunzip_result authz_gunzip(const uint8_t *input, size_t count, size_t limi
         free(out);
         return r;
     }
+    if (out_at < capacity && out_at > 0) { // give back what the first guess overshot
+        uint8_t *fitted = realloc(out, out_at);
+        if (fitted) out = fitted;
+    }
     r.bytes = out;
     r.count = out_at;
     return r;
 }
 
-size_t authz_gzip_bound(size_t count) {
+size_t authz_gzip_bound(size_t count) { // callers pass slices of a few MiB: no overflow
     // deflateBound for the default memory level, plus the gzip header and trailer (18 bytes),
     // and room for the 1 GiB steps below (a stored block's 5 bytes each).
     return count + (count >> 12) + (count >> 14) + (count >> 25) + 13 + 18 + 5 * (count / AUTHZ_ZLIB_STEP + 1);
@@ -110,7 +114,7 @@ size_t authz_gzip(const uint8_t *input, size_t count, int level, uint8_t *output
     size_t in_at = 0, out_at = 0;
     int ret;
     do {
-        z.next_in = (Bytef *)(input + in_at);
+        z.next_in = (Bytef *)(count > 0 ? input + in_at : input);
         z.avail_in = (uInt)min_size(count - in_at, AUTHZ_ZLIB_STEP);
         z.next_out = output + out_at;
         z.avail_out = (uInt)min_size(capacity - out_at, AUTHZ_ZLIB_STEP);

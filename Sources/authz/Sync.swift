@@ -24,13 +24,14 @@ struct Sync: AsyncParsableCommand {
     @Option(help: "Write into this store file instead of a server (no server may be running on it).") var store: String?
     @Option(help: "The policy, for --store.") var policy = "policies/daytona.yaml"
     @Option(help: "Attempts while the server is unreachable.") var retries = 6
-    @Flag(help: "Compress what is sent (Content-Encoding: gzip, about 4x smaller), for a slow link to the server; on a fast one it costs more than it saves.")
+    @Flag(help: "Compress what is sent (Content-Encoding: gzip, about 4x smaller), for a slow link to the server; on a fast one it costs more than it saves. Needs a server with gzip support (older ones answer invalid_data).")
     var gzip = false
     @Argument(help: "JSON Lines files, or - for standard input.") var files: [String]
 
     func validate() throws {
         guard !files.isEmpty else { throw ValidationError("name at least one file, or - for standard input") }
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+        if gzip && store != nil { throw ValidationError("--gzip compresses what is sent to a server; --store writes the file itself") }
     }
 
     func run() async throws {

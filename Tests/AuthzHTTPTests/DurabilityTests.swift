@@ -519,6 +519,9 @@ struct DurabilityTests {
         #expect(gzipped.stdout.contains("revision 5, upserted 33"), "\(gzipped.stdout)")
         #expect(server.logText.contains(" gzip commit="), "\(server.logText)")
         #expect(try server.http.answers(seedChecks).answers == answers.answers)
+        let misused = try runAuthz(["sync", "--store", scratch.path("other.sqlite"), "--gzip", padded], in: scratch)
+        #expect(misused.status == 64, "\(misused.stderr)")
+        #expect(misused.stderr.contains("--gzip compresses what is sent to a server"), "\(misused.stderr)")
     }
 }
 

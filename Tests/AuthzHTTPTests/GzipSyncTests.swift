@@ -1,4 +1,5 @@
 @testable import AuthzClient
+@testable import AuthzHTTP
 import Foundation
 import Synchronization
 import Testing
@@ -6,7 +7,10 @@ import Testing
 import Glibc
 #endif
 
-/// `POST /v1/sync` with `Content-Encoding: gzip`, and the client that sends it.
+/// `POST /v1/sync` with `Content-Encoding: gzip`, and the client that sends it. The servers
+/// run syncs at normal priority (`syncIdleLimit` zero): a 4 MB body's decompression in the
+/// idle class could wait past the client's receive timeout on a machine busy with other
+/// tests; BackgroundPriorityTests cover the idle class.
 @Suite("gzip sync bodies")
 struct GzipSyncTests {
     private func gzip(_ text: String) throws -> [UInt8] { [UInt8](try #require(Gzip.compress(Data(text.utf8)))) }
@@ -23,10 +27,10 @@ struct GzipSyncTests {
     }
 
     @Test func aGzipSyncIsAppliedAsThePlainBodyWouldBe() throws {
-        let plain = try SyncServer()
+        let plain = try SyncServer(syncIdleLimit: .zero)
         defer { plain.stop() }
         try plain.synced(syncSeed)
-        let live = try SyncServer()
+        let live = try SyncServer(syncIdleLimit: .zero)
         defer { live.stop() }
 
         let r = try syncGzip(live, try gzip(syncSeed))
@@ -49,7 +53,7 @@ struct GzipSyncTests {
     }
 
     @Test func membersBackToBackAreOneBody() throws {
-        let live = try SyncServer()
+        let live = try SyncServer(syncIdleLimit: .zero)
         defer { live.stop() }
         let lines = syncSeed.split(separator: "\n", omittingEmptySubsequences: false)
         let half = lines.count / 2
@@ -72,7 +76,7 @@ struct GzipSyncTests {
     }
 
     @Test func aDamagedBodyIsRefusedAndChangesNothing() throws {
-        let live = try SyncServer()
+        let live = try SyncServer(syncIdleLimit: .zero)
         defer { live.stop() }
         try live.synced(syncSeed)
         let before = try answers(live)
@@ -100,14 +104,14 @@ struct GzipSyncTests {
     @Test func theLimitIsOnTheDecompressedBytes() throws {
         let body = try gzip(syncSeed)
         // Exactly at the limit: taken. One byte over: 413, nothing changed.
-        let exact = try SyncServer(maxSyncBody: syncSeed.utf8.count)
+        let exact = try SyncServer(maxSyncBody: syncSeed.utf8.count, syncIdleLimit: .zero)
         defer { exact.stop() }
         let taken = try syncGzip(exact, body)
         #expect(taken.status == 200, "\(taken.text)")
         // Full at the limit with input left: an empty member after it adds nothing.
         let withEmpty = try syncGzip(exact, body + gzip(""))
         #expect(withEmpty.status == 200, "\(withEmpty.text)")
-        let under = try SyncServer(maxSyncBody: syncSeed.utf8.count - 1)
+        let under = try SyncServer(maxSyncBody: syncSeed.utf8.count - 1, syncIdleLimit: .zero)
         defer { under.stop() }
         let refused = try syncGzip(under, body)
         #expect(refused.status == 413, "\(refused.text)")
@@ -115,10 +119,16 @@ struct GzipSyncTests {
         #expect(refused.text.contains("exceeds \(syncSeed.utf8.count - 1) bytes once decompressed; nothing changed"))
         #expect(try under.http.readyRevision() == 0)
 
+        // Members each under the limit, together over it.
+        let twice = try gzip(syncSeed) + gzip(syncSeed)
+        let overTogether = try syncGzip(exact, twice, query: "?mode=apply")
+        #expect(overTogether.status == 413, "\(overTogether.text)")
+        #expect(try exact.http.readyRevision() == 2)
+
         // A bomb: 64 MB of newlines in ~64 KB, against a 1 MB limit.
         let bomb = try #require(Gzip.compress(Data(repeating: 0x0A, count: 64 << 20)))
         #expect(bomb.count < 1 << 20)
-        let small = try SyncServer(maxSyncBody: 1 << 20)
+        let small = try SyncServer(maxSyncBody: 1 << 20, syncIdleLimit: .zero)
         defer { small.stop() }
         let r = try syncGzip(small, [UInt8](bomb))
         #expect(r.status == 413, "\(r.text)")
@@ -126,30 +136,52 @@ struct GzipSyncTests {
     }
 
     @Test func otherEncodingsAreRefusedWith415() throws {
-        let live = try SyncServer()
+        let live = try SyncServer(syncIdleLimit: .zero)
         defer { live.stop() }
         let body = try gzip(syncSeed)
-        for encoding in ["br", "deflate", "compress", "gzip, gzip", "zstd"] {
+        for encoding in ["br", "deflate", "compress", "gzip, gzip", "zstd", "gzip, br"] {
             let r = try syncGzip(live, body, encoding: encoding)
             #expect(r.status == 415, "\(encoding): \(r.text)")
             #expect(r.errorCode == "unsupported_encoding", "\(encoding)")
+            #expect(r.headers["accept-encoding"] == "gzip", "\(r.headers)")
             #expect(r.text.contains("content encoding `\(encoding)` is not supported on `/v1/sync`; send the body as is or gzip"), "\(r.text)")
+        }
+        // A list (RFC 9110): empty elements and `identity` mean nothing.
+        for encoding in [", gzip", "identity, gzip", "gzip ,"] {
+            let r = try syncGzip(live, body, query: "?mode=apply", encoding: encoding)
+            #expect(r.status == 200, "\(encoding): \(r.text)")
         }
         // Only a sync takes gzip; the decision routes take their small bodies as they are.
         let check = #"{"subject":"user:u1","action":"read","resource":"sandbox:s","org":"acme"}"#
         for path in ["/v1/check", "/v1/check/batch"] {
             let r = try live.http.request("POST", path, body: try gzip(check), headers: ["Content-Type": "application/json", "Content-Encoding": "gzip"])
             #expect(r.status == 415, "\(path): \(r.text)")
+            #expect(r.headers["accept-encoding"] == "identity", "\(r.headers)")
             #expect(r.text.contains("send the body as is\""), "\(r.text)")
         }
-        let identity = try live.http.request("POST", "/v1/check", body: Array(check.utf8),
-                                             headers: ["Content-Type": "application/json", "Content-Encoding": "identity"])
-        #expect(identity.status == 200, "\(identity.text)")
-        #expect(try live.http.readyRevision() == 0)
+        for encoding in ["identity", "", " , identity,"] {
+            let r = try live.http.request("POST", "/v1/check", body: Array(check.utf8),
+                                          headers: ["Content-Type": "application/json", "Content-Encoding": encoding])
+            #expect(r.status == 200, "`\(encoding)`: \(r.text)")
+        }
+        #expect(try live.http.readyRevision() == 3)
     }
 
     @Test func theClientSendsGzipWhenAsked() async throws {
-        let live = try SyncServer()
+        // What goes on the wire: gzip, which decompresses to the records.
+        let fake = try FakeSyncServer(takesGzip: true)
+        defer { fake.stop() }
+        let toFake = AuthzClient(server: URL(string: "http://127.0.0.1:\(fake.port)")!, token: "t")
+        _ = try await toFake.sync(Data(paddedSeed.utf8), encoding: .gzip)
+        let sent = try #require(fake.requests.first)
+        #expect(fake.requests.count == 1)
+        #expect(sent.encoding == "gzip")
+        #expect(sent.body.count < paddedSeed.utf8.count / 2)
+        let inflated = sent.body.withUnsafeBytes { GzipBody.gunzip($0, limit: 1 << 20) }
+        #expect((try? inflated.get()) == Data(paddedSeed.utf8))
+
+        // And the server takes it.
+        let live = try SyncServer(syncIdleLimit: .zero)
         defer { live.stop() }
         let authz = AuthzClient(server: URL(string: "http://127.0.0.1:\(live.port)")!, token: SyncServer.admin)
         let synced = try await authz.sync(Data(paddedSeed.utf8), encoding: .gzip)
@@ -157,8 +189,23 @@ struct GzipSyncTests {
         #expect(try live.http.allowed("user:u2", "create", "sandbox:s", "acme"))
     }
 
-    @Test func theClientSendsTheBodyAsItIsToAServerWithoutGzip() async throws {
-        let fake = try FakeSyncServer()
+    @Test func theSizeHintReadsTheTrailerOnlyWhenDeflateCouldHaveMadeIt() throws {
+        let text = String(repeating: "0123456789", count: 500) // 5000 bytes, one member
+        let body = try gzip(text)
+        #expect(body.withUnsafeBytes { GzipBody.sizeHint($0) } == 5000)
+        // A trailer claiming more than 1032 times the compressed bytes is not believed.
+        var lying = body
+        lying.replaceSubrange(lying.count - 4..<lying.count, with: [0xFF, 0xFF, 0xFF, 0x7F])
+        #expect(lying.withUnsafeBytes { GzipBody.sizeHint($0) } == lying.count * 4)
+        #expect(Array(lying[..<10]).withUnsafeBytes { GzipBody.sizeHint($0) } == 40)
+        // A wrong hint costs nothing but an allocation: the body still decompresses.
+        let truncatedTrailer = lying.withUnsafeBytes { GzipBody.gunzip($0, limit: 1 << 20) }
+        #expect(truncatedTrailer == .failure(.corrupt(offset: lying.count, detail: "incorrect length check")))
+        #expect((try? body.withUnsafeBytes { GzipBody.gunzip($0, limit: 5000) }.get()) == Data(text.utf8))
+    }
+
+    @Test func theClientSendsTheBodyAsItIsAfterA415() async throws {
+        let fake = try FakeSyncServer(takesGzip: false)
         defer { fake.stop() }
         let authz = AuthzClient(server: URL(string: "http://127.0.0.1:\(fake.port)")!, token: "t")
         let body = paddedSeed
@@ -178,9 +225,10 @@ struct GzipSyncTests {
 /// The seed and 20 more users: over the 1 KiB under which the client does not compress.
 let paddedSeed = syncSeed + (0..<20).map { "\n" + #"{"kind":"user","id":"x\#($0)","email":"x\#($0)@example.com","email_verified":true}"# }.joined()
 
-/// An HTTP/1.1 server that answers `POST /v1/sync` like a server without gzip: 415 to a
-/// `Content-Encoding` body, revision 7 to a plain one. Records what it was sent.
+/// An HTTP/1.1 server that answers `POST /v1/sync` with revision 7, and, unless it takes
+/// gzip, a `Content-Encoding` body with a bare 415 (as a proxy might). Records what it was sent.
 final class FakeSyncServer: @unchecked Sendable {
+    private let takesGzip: Bool
     struct Seen: Equatable { var encoding: String?; var body: [UInt8] }
     private let listener: Int32
     let port: Int
@@ -188,7 +236,8 @@ final class FakeSyncServer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     var requests: [Seen] { seen.withLock { $0 } }
 
-    init() throws {
+    init(takesGzip: Bool) throws {
+        self.takesGzip = takesGzip
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -244,9 +293,9 @@ final class FakeSyncServer: @unchecked Sendable {
             buffer.removeFirst(headerEnd! + length)
             let encoding = header("content-encoding")
             seen.withLock { $0.append(Seen(encoding: encoding, body: body)) }
-            let (status, json) = encoding == nil
+            let (status, json) = encoding == nil || takesGzip
                 ? ("200 OK", #"{"revision":7,"upserted":13,"deleted":0}"#)
-                : ("415 Unsupported Media Type", #"{"error":{"code":"unsupported_encoding","message":"no gzip here"}}"#)
+                : ("415 Unsupported Media Type", "no content codings here")
             let response = Array("HTTP/1.1 \(status)\r\nContent-Type: application/json\r\nContent-Length: \(json.utf8.count)\r\n\r\n\(json)".utf8)
             guard response.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == response.count else { return }
         }

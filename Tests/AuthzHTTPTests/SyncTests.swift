@@ -18,7 +18,7 @@ final class SyncServer: Sendable {
     var port: Int { server.port }
     var http: HTTPClient { HTTPClient(port: port) }
 
-    init(threads: Int = 2, maxSyncBody: Int? = nil) throws {
+    init(threads: Int = 2, maxSyncBody: Int? = nil, syncIdleLimit: Duration? = nil) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("authz-sync-\(UUID().uuidString)")
         var c = ServerConfiguration()
         c.host = "127.0.0.1"
@@ -27,6 +27,7 @@ final class SyncServer: Sendable {
         c.connectionTimeout = 5
         c.adminToken = Self.admin
         if let maxSyncBody { c.maxSyncBodySize = maxSyncBody }
+        if let syncIdleLimit { c.syncIdleLimit = syncIdleLimit }
         let loader = SwitchableLoader(.success(Fixtures.policy()))
         self.loader = loader
         let server = AuthzServer(configuration: c, directory: Directory(policy: Fixtures.policy()), ready: false,
