@@ -240,7 +240,7 @@ public final class MembershipStore: @unchecked Sendable {
             func buildUsers(_ n: Int) throws -> Bool {
                 guard usersLeft else { return false }
                 usersLeft = try RowReader.step(db, statement, sql: sql, rows: n) { r in
-                    let user = Self.user(r)
+                    let user = try Self.user(r)
                     sizes.count(.user(user))
                     users.add(user)
                 }
@@ -317,8 +317,12 @@ public final class MembershipStore: @unchecked Sendable {
     private static let usersTable = 1
 
     /// The user a row of `loadTables[usersTable]` stores.
-    private static func user(_ r: some RowColumns) -> AuthzCore.Record.User {
-        .init(id: r.text(0), email: r.optionalText(1), emailVerified: r.bool(2))
+    private static func user(_ r: some RowColumns) throws(UnreadableRow) -> AuthzCore.Record.User {
+        try reading(usersTable, r) { () throws(StoredValueError) in try storedUser(r) }
+    }
+
+    private static func storedUser(_ r: some RowColumns) throws(StoredValueError) -> AuthzCore.Record.User {
+        .init(id: r.text(0), email: r.optionalText(1), emailVerified: try r.flag(2))
     }
 
     /// Strings and lists shared from row to row while loading.
@@ -344,10 +348,15 @@ public final class MembershipStore: @unchecked Sendable {
 
     /// The record a row of `loadTables[table]` stores.
     private static func record(_ table: UInt8, _ r: some RowColumns, _ state: inout LoadState) throws(UnreadableRow) -> AuthzCore.Record {
+        try reading(Int(table), r) { () throws(StoredValueError) in try storedRecord(table, r, &state) }
+    }
+
+    /// `body`'s value, or the row of `loadTables[table]` it could not read, named.
+    private static func reading<T>(_ table: Int, _ r: some RowColumns, _ body: () throws(StoredValueError) -> T) throws(UnreadableRow) -> T {
         do {
-            return try storedRecord(table, r, &state)
+            return try body()
         } catch {
-            let t = loadTables[Int(table)]
+            let t = loadTables[table]
             throw UnreadableRow(table: t.name, key: (0..<t.keyColumns).map { r.text(Int32($0)) }, column: t.columns[Int(error.column)],
                                 value: error.value, expected: error.expected)
         }
@@ -356,9 +365,9 @@ public final class MembershipStore: @unchecked Sendable {
     private static func storedRecord(_ table: UInt8, _ r: some RowColumns, _ state: inout LoadState) throws(StoredValueError) -> AuthzCore.Record {
         switch table {
         case 0:
-            .org(.init(id: r.text(0), personal: r.bool(1), suspended: r.bool(2), suspendedUntil: try r.timestamp(3)))
+            .org(.init(id: r.text(0), personal: try r.flag(1), suspended: try r.flag(2), suspendedUntil: try r.timestamp(3)))
         case 1:
-            .user(user(r))
+            .user(try storedUser(r))
         case 2:
             .role(.init(org: r.text(0), id: r.text(1), permissions: r.list(2)))
         case 3:

@@ -10,7 +10,8 @@ protocol RowColumns {
     /// The column's bytes (text), valid while the row is; empty for NULL or an integer.
     func bytes(_ column: Int32) -> UnsafeBufferPointer<UInt8>
     func isNull(_ column: Int32) -> Bool
-    func int(_ column: Int32) -> Int64
+    /// The column's integer; nil unless SQLite holds an integer there (NULL, text).
+    func integer(_ column: Int32) -> Int64?
 }
 
 extension RowColumns {
@@ -22,8 +23,13 @@ extension RowColumns {
         isNull(column) ? nil : text(column)
     }
 
-    func bool(_ column: Int32) -> Bool {
-        int(column) != 0
+    /// The column's flag: the integer 0 or 1 the store writes. Anything else (text, NULL, 2)
+    /// is an error, not false: a damaged `orgs.suspended` read as false would lift a
+    /// suspension.
+    func flag(_ column: Int32) throws(StoredValueError) -> Bool {
+        if let v = integer(column), v == 0 || v == 1 { return v == 1 }
+        let shown = isNull(column) ? "NULL" : integer(column).map { String($0) } ?? text(column)
+        throw StoredValueError(column: column, value: shown, expected: "0 or 1")
     }
 
     /// The column's timestamp, nil for NULL. Text that does not parse is an error, not nil:
@@ -127,6 +133,10 @@ struct RowReader: RowColumns {
 
     func int(_ column: Int32) -> Int64 {
         sqlite3_column_int64(statement, column)
+    }
+
+    func integer(_ column: Int32) -> Int64? {
+        sqlite3_column_type(statement, column) == SQLITE_INTEGER ? sqlite3_column_int64(statement, column) : nil
     }
 }
 
@@ -276,19 +286,12 @@ struct ChunkRow: RowColumns {
         base[starts[Int(column)]] == 0
     }
 
-    func int(_ column: Int32) -> Int64 {
+    func integer(_ column: Int32) -> Int64? {
         let at = starts[Int(column)]
-        switch base[at] {
-        case 1:
-            var v: Int64 = 0
-            withUnsafeMutableBytes(of: &v) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base + at + 1, count: 8)) }
-            return Int64(littleEndian: v)
-        case 2:
-            // As SQLite converts text to an integer (a stored Bool is always an integer).
-            return Int64(String(decoding: bytes(column), as: UTF8.self)) ?? 0
-        default:
-            return 0
-        }
+        guard base[at] == 1 else { return nil }
+        var v: Int64 = 0
+        withUnsafeMutableBytes(of: &v) { $0.copyMemory(from: UnsafeRawBufferPointer(start: base + at + 1, count: 8)) }
+        return Int64(littleEndian: v)
     }
 }
 

@@ -404,15 +404,21 @@ let seed = """
         #expect(reopened.contains(.apiKey(.init(id: "k8", org: "acme", user: "u1", permissions: [], expiresAt: edges[1]))))
     }
 
-    /// A stored timestamp that does not parse (a store edited by hand, or damaged) is not read
-    /// as "never": an api key would stop expiring. The load stops and names the row, the
-    /// column and the value; the store is left as it was.
-    @Test func aDamagedStoredTimestampIsRefusedNotReadAsNever() throws {
+    /// A stored value that does not read back (a store edited by hand, or damaged) is not
+    /// guessed at: a timestamp that does not parse is not "never" (an api key would stop
+    /// expiring), and a flag that is not 0 or 1 is not false (a suspension would lift). The
+    /// load stops and names the row, the column and the value; the store is left as it was.
+    @Test func aDamagedStoredValueIsRefusedNotGuessed() throws {
         let path = try seededStore()
-        let cases: [(sql: String, table: String, key: [String], column: String, value: String)] = [
-            ("UPDATE api_keys SET expires_at = 'next tuesday' WHERE id = 'k1'", "api_keys", ["k1"], "expires_at", "next tuesday"),
-            ("UPDATE invitations SET expires_at = '2026-13-01T00:00:00Z' WHERE id = 'i1'", "invitations", ["i1"], "expires_at", "2026-13-01T00:00:00Z"),
-            ("UPDATE orgs SET suspended_until = '' WHERE id = 'beta'", "orgs", ["beta"], "suspended_until", ""),
+        let timestamp = "an RFC 3339 timestamp", flag = "0 or 1"
+        let cases: [(sql: String, table: String, key: [String], column: String, value: String, expected: String)] = [
+            ("UPDATE api_keys SET expires_at = 'next tuesday' WHERE id = 'k1'", "api_keys", ["k1"], "expires_at", "next tuesday", timestamp),
+            ("UPDATE invitations SET expires_at = '2026-13-01T00:00:00Z' WHERE id = 'i1'", "invitations", ["i1"], "expires_at",
+             "2026-13-01T00:00:00Z", timestamp),
+            ("UPDATE orgs SET suspended_until = '' WHERE id = 'beta'", "orgs", ["beta"], "suspended_until", "", timestamp),
+            ("UPDATE orgs SET suspended = 'yes' WHERE id = 'beta'", "orgs", ["beta"], "suspended", "yes", flag),
+            ("UPDATE orgs SET personal = 2 WHERE id = 'acme'", "orgs", ["acme"], "personal", "2", flag),
+            ("UPDATE users SET email_verified = 'true' WHERE id = 'u1'", "users", ["u1"], "email_verified", "true", flag),
         ]
         for c in cases {
             let saved = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -425,7 +431,7 @@ let seed = """
                 #expect(error.key == c.key)
                 #expect(error.column == c.column)
                 #expect(error.value == c.value)
-                #expect(error.description == "table \(c.table), row '\(c.key[0])': \(c.column) is '\(c.value)', not an RFC 3339 timestamp")
+                #expect(error.description == "table \(c.table), row '\(c.key[0])': \(c.column) is '\(c.value)', not \(c.expected)")
             }
             #expect(try MembershipStore(path: path).revision() == 1)
             try saved.write(to: URL(fileURLWithPath: path))
