@@ -77,23 +77,28 @@ extension Directory {
     }
 
     /// The users (as `user:<id>` subjects, sorted) whose session may take `action` on
-    /// `resource` in `org` at `now`. Throws for a malformed request, as `check` does.
+    /// `resource` in `org` at `now`: exactly those for whom `check` allows it. Throws for a
+    /// malformed request, as `check` does.
     ///
     /// A scan over every member of every org, filtered by org: O(members) per call. Good
     /// enough for an administrative listing; an index of members by org would make it
-    /// O(members of the org) if it ever sits on a hot path.
+    /// O(members of the org) if it ever sits on a hot path. An action an invitee may take
+    /// without being a member (accept, decline) scans every user as well: O(users).
     public func subjects(org: String, action: String, resource: String, now: Timestamp) throws(CheckError) -> [String] {
         let resolved: Result<CompiledAction, CheckError> = withBytes(resource) { r in withBytes(action) { a in resolveAction(resource: r, action: a) } }
-        _ = try resolved.get()
+        let compiled = try resolved.get()
         guard !org.isEmpty else { throw CheckError(code: .invalidOrg, parameter: "org", message: "org must not be empty") }
         let prefix = org + String(decoding: [ByteMap<MemberEntry>.separator], as: UTF8.self)
-        var users: [String] = []
+        var candidates: Set<String> = []
         members.forEach { key, _ in
             guard key.hasPrefix(prefix) else { return }
-            users.append(ByteMap<MemberEntry>.parts(key).1)
+            candidates.insert(ByteMap<MemberEntry>.parts(key).1)
+        }
+        if compiled.requirement == .invitee || compiled.conditions.contains(.invitee) {
+            users.forEachBytes { id, _, _ in candidates.insert(String(decoding: id, as: UTF8.self)) }
         }
         var out: [String] = []
-        for user in users.sorted() {
+        for user in candidates.sorted() {
             let subject = "user:" + user
             if try check(subject: subject, action: action, resource: resource, org: org, now: now).allowed {
                 out.append(subject)

@@ -44,7 +44,7 @@ final class Engine: Sendable {
         self.bodyBudget = BodyBudget(limit: configuration.maxSyncBodySize)
         func bearer(_ token: String?) -> [UInt8]? {
             guard let token, !token.isEmpty else { return nil }
-            return Array("Bearer \(token)".utf8)
+            return Array(token.utf8)
         }
         adminAuthorization = bearer(configuration.adminToken)
         checkAuthorization = bearer(configuration.checkToken)
@@ -229,7 +229,15 @@ final class Engine: Sendable {
             expected = token
         }
         guard let given = c.header("Authorization") else { return .unauthorized("missing bearer token") }
-        return constantTimeEqual(given, expected) ? nil : .unauthorized("invalid bearer token")
+        // `Bearer`, in any case (RFC 9110: schemes are case-insensitive), one or more spaces,
+        // then the token, compared in constant time.
+        let scheme: StaticString = "bearer"
+        guard given.count > 7, (0..<6).allSatisfy({ given[$0] | 0x20 == scheme.utf8Start[$0] }), given[6] == 0x20 else {
+            return .unauthorized("invalid bearer token")
+        }
+        var at = 7
+        while at < given.count && given[at] == 0x20 { at += 1 }
+        return constantTimeEqual(UnsafeRawBufferPointer(rebasing: given[at...]), expected) ? nil : .unauthorized("invalid bearer token")
     }
 
     /// The media types the POST routes take: JSON, and JSON Lines for `/v1/sync`.
@@ -262,19 +270,28 @@ final class Engine: Sendable {
     private func bodyEncoding(_ c: Connection, _ route: Route) -> Result<Bool, HTTPError> {
         guard let raw = c.header("Content-Encoding") else { return .success(false) }
         let text = String(decoding: raw, as: UTF8.self)
+        // Several lines are one list (RFC 9110), but only the first is at hand: refused
+        // rather than half read.
+        let lines = c.headerLines("Content-Encoding")
+        if lines > 1 {
+            return .failure(.unsupportedEncoding("`Content-Encoding` on \(lines) header lines", route: route.label, gzip: route == .sync))
+        }
         let codings = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
             .filter { !$0.isEmpty && $0 != "identity" }
         if codings.isEmpty { return .success(false) }
         if route == .sync && codings.count == 1 && (codings[0] == "gzip" || codings[0] == "x-gzip") { return .success(true) }
-        return .failure(.unsupportedEncoding(text, route: route.label, gzip: route == .sync))
+        return .failure(.unsupportedEncoding("content encoding `\(text)`", route: route.label, gzip: route == .sync))
     }
 
+    /// A `Content-Length`: decimal digits; a number past Int.max is Int.max (over any limit).
     func parseLength(_ b: UnsafeRawBufferPointer) -> Int? {
-        guard !b.isEmpty, b.count <= 18 else { return b.isEmpty ? nil : Int.max }
+        guard !b.isEmpty else { return nil }
         var n = 0
         for c in b {
             guard c >= 0x30, c <= 0x39 else { return nil }
-            n = n * 10 + Int(c - 0x30)
+            let (times10, o1) = n.multipliedReportingOverflow(by: 10)
+            let (next, o2) = times10.addingReportingOverflow(Int(c - 0x30))
+            n = o1 || o2 ? Int.max : next
         }
         return n
     }

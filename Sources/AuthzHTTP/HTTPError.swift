@@ -22,9 +22,10 @@ struct HTTPError: Error, Sendable {
                   message: got.map { "content type `\($0)` is not supported; send `\(expected)`" }
                       ?? "the request has no content type; send `\(expected)`")
     }
+    /// `got`: what was sent, as the message names it ("content encoding `br`").
     static func unsupportedEncoding(_ got: String, route: String, gzip: Bool) -> HTTPError {
         HTTPError(status: 415, code: "unsupported_encoding",
-                  message: "content encoding `\(got)` is not supported on `\(route)`; send the body as is\(gzip ? " or gzip" : "")",
+                  message: "\(got) is not supported on `\(route)`; send the body as is\(gzip ? " or gzip" : "")",
                   header: ("Accept-Encoding", gzip ? "gzip" : "identity"))
     }
     static func staleRevision(current: UInt64, wanted: UInt64) -> HTTPError {

@@ -53,8 +53,14 @@ extension Engine {
             guard let action = c.query("action") else { return fail(missing("action")) }
             guard let resource = c.query("resource") else { return fail(missing("resource")) }
             guard let org = c.query("org") else { return fail(missing("org")) }
+            // Stored ids are UTF-8 (they came as JSON), and the answer quotes these bytes.
+            // (One by one: an array of them would be an allocation on the hot path.)
+            guard isUTF8(subject) else { return fail(notUTF8("subject")) }
+            guard isUTF8(action) else { return fail(notUTF8("action")) }
+            guard isUTF8(resource) else { return fail(notUTF8("resource")) }
+            guard isUTF8(org) else { return fail(notUTF8("org")) }
             if let raw = c.query("min_revision") {
-                guard let wanted = parseLength(raw).map(UInt64.init) else {
+                guard let wanted = parseRevision(raw) else {
                     return fail((400, HTTPError.invalidParameter("min_revision `\(string(raw))` must be a non-negative integer").body))
                 }
                 if snapshot.revision < wanted { return fail(stale(snapshot, wanted)) }
@@ -163,8 +169,11 @@ extension Engine {
     func permissions(_ c: Connection) -> Answer {
         store.withCurrent { snapshot -> Answer in
             guard snapshot.ready else { return (503, HTTPError.notReady.body) }
-            guard let subject = c.query("subject").map(string) else { return missing("subject") }
-            guard let org = c.query("org").map(string) else { return missing("org") }
+            guard let rawSubject = c.query("subject") else { return missing("subject") }
+            guard let rawOrg = c.query("org") else { return missing("org") }
+            guard isUTF8(rawSubject) else { return notUTF8("subject") }
+            guard isUTF8(rawOrg) else { return notUTF8("org") }
+            let (subject, org) = (string(rawSubject), string(rawOrg))
             let listing: PermissionListing
             do throws(CheckError) {
                 listing = try snapshot.directory.permissions(subject: subject, org: org, now: Engine.now())
@@ -204,9 +213,13 @@ extension Engine {
     func subjects(_ c: Connection) -> Answer {
         store.withCurrent { snapshot -> Answer in
             guard snapshot.ready else { return (503, HTTPError.notReady.body) }
-            guard let org = c.query("org").map(string) else { return missing("org") }
-            guard let action = c.query("action").map(string) else { return missing("action") }
-            guard let resource = c.query("resource").map(string) else { return missing("resource") }
+            guard let rawOrg = c.query("org") else { return missing("org") }
+            guard let rawAction = c.query("action") else { return missing("action") }
+            guard let rawResource = c.query("resource") else { return missing("resource") }
+            guard isUTF8(rawOrg) else { return notUTF8("org") }
+            guard isUTF8(rawAction) else { return notUTF8("action") }
+            guard isUTF8(rawResource) else { return notUTF8("resource") }
+            let (org, action, resource) = (string(rawOrg), string(rawAction), string(rawResource))
             let subjects: [String]
             do throws(CheckError) {
                 subjects = try snapshot.directory.subjects(org: org, action: action, resource: resource, now: Engine.now())
@@ -271,7 +284,10 @@ extension Engine {
     /// The optional `min_revision` of a JSON body.
     private func minRevision(_ json: Any) throws(HTTPError) -> UInt64? {
         guard let object = json as? [String: Any], let v = object["min_revision"] else { return nil }
-        guard !(v is Bool), let n = v as? NSNumber, let i = Int64(exactly: n.doubleValue), i >= 0 else {
+        // JSON's true and false are NSNumbers too, of type "c" (char); `is Bool` holds for any
+        // NSNumber 0 or 1 on Linux, so it would refuse `"min_revision": 1`.
+        guard let n = v as? NSNumber, String(cString: n.objCType) != "c",
+              let i = Int64(exactly: n.doubleValue), i >= 0 else {
             throw .invalidParameter("field `min_revision` must be a non-negative integer")
         }
         return UInt64(i)
@@ -279,6 +295,33 @@ extension Engine {
 
     private func missing(_ name: StaticString) -> Answer {
         (400, HTTPError.invalidParameter("missing query parameter `\(name)`").body)
+    }
+
+    private func notUTF8(_ name: StaticString) -> Answer {
+        (400, HTTPError.invalidParameter("query parameter `\(name)` is not valid UTF-8").body)
+    }
+
+    /// Whether `b` is valid UTF-8: ASCII (the usual case) 8 bytes at a time, the rest by the
+    /// standard library.
+    func isUTF8(_ b: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        while i + 8 <= b.count, b.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 { i += 8 }
+        while i < b.count, b[i] < 0x80 { i += 1 }
+        return i == b.count || String(validating: b[i...], as: UTF8.self) != nil
+    }
+
+    /// A `min_revision` query parameter: decimal digits, at most Int64.max.
+    func parseRevision(_ b: UnsafeRawBufferPointer) -> UInt64? {
+        guard !b.isEmpty else { return nil }
+        var n: Int64 = 0
+        for c in b {
+            guard c >= 0x30, c <= 0x39 else { return nil }
+            let (times10, o1) = n.multipliedReportingOverflow(by: 10)
+            let (next, o2) = times10.addingReportingOverflow(Int64(c - 0x30))
+            guard !o1, !o2 else { return nil }
+            n = next
+        }
+        return UInt64(n)
     }
 
     func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }

@@ -120,6 +120,13 @@ struct Connection {
     @inline(__always)
     func query(_ name: StaticString) -> UnsafeRawBufferPointer? { lookup(.GET_ARGUMENT_KIND, name) }
 
+    /// How many lines of the request carry header `name` (case-insensitive).
+    func headerLines(_ name: StaticString) -> Int {
+        name.withUTF8Buffer { key in
+            key.withMemoryRebound(to: CChar.self) { k in Int(authz_mhd_count(raw, .HEADER_KIND, k.baseAddress)) }
+        }
+    }
+
     /// A request header (names compare case-insensitively); nil when absent.
     @inline(__always)
     func header(_ name: StaticString) -> UnsafeRawBufferPointer? { lookup(.HEADER_KIND, name) }

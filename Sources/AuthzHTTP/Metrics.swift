@@ -21,7 +21,7 @@ final class ServerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
 
     /// Status codes the server answers with; anything else counts as `other`.
-    static let statuses = [200, 400, 401, 404, 405, 409, 413, 422, 500, 503]
+    static let statuses = [200, 400, 401, 404, 405, 409, 413, 415, 422, 500, 503]
 
     private let requests: [[Counter]]          // [route][status index]
     private let decisions: [Counter]           // [reason]

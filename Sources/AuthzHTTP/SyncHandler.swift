@@ -112,7 +112,9 @@ extension Engine {
     private func invalidData(_ errors: [DataError]) -> Answer {
         var w = JSONWriter(capacity: 256 + errors.count * 128)
         let first = errors.first?.description ?? ""
-        let more = errors.count > 1 ? " (and \(errors.count - 1) more)" : ""
+        // The decoder stops collecting at `maxErrors`: past that, the count is not known.
+        let more = errors.count >= RecordCodec.maxErrors ? " (and more: the first \(errors.count) are listed)"
+            : errors.count > 1 ? " (and \(errors.count - 1) more)" : ""
         w.raw("{\"error\":{\"code\":\"invalid_data\",\"message\":")
         w.string("the batch was refused, nothing changed: \(first)\(more)")
         w.raw(",\"errors\":[")

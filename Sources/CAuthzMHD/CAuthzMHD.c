@@ -1,6 +1,8 @@
 #define _GNU_SOURCE // SCHED_IDLE
 #include "CAuthzMHD.h"
 
+#include <strings.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -125,6 +127,25 @@ const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKi
     }
     *value_size = size;
     return value;
+}
+
+struct authz_mhd_counting {
+    const char *key;
+    unsigned int count;
+};
+
+static enum MHD_Result authz_mhd_count_one(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    (void)value;
+    struct authz_mhd_counting *c = cls;
+    if (key && strcasecmp(key, c->key) == 0) c->count++;
+    return MHD_YES;
+}
+
+unsigned int authz_mhd_count(struct MHD_Connection *connection, enum MHD_ValueKind kind, const char *key) {
+    struct authz_mhd_counting c = {key, 0};
+    MHD_get_connection_values(connection, kind, authz_mhd_count_one, &c);
+    return c.count;
 }
 
 // Linux nice values are per thread; Swift cannot call gettid(2) portably (SYS_gettid is a

@@ -45,7 +45,7 @@ struct ReferenceData {
     /// generates (well-formed ids and emails): member, role, key and invitation records name an
     /// existing org; assignments name global assignments (or aliases) or custom roles of that org;
     /// a custom role is not named like a global assignment and has known permissions, at least
-    /// one; a custom role still assigned cannot be deleted.
+    /// one; a custom role still assigned, or still offered by an invitation, cannot be deleted.
     func accepts(_ record: Record, policy: PolicyDefinition) -> Bool {
         let globals = Set(policy.assignments.flatMap { [$0.name] + $0.aliases })
         let known = Set(policy.permissions)
@@ -68,6 +68,7 @@ struct ReferenceData {
                 && policy.invitationStatuses.contains(r.status)
         case .delete(.role(let org, let id)):
             return !(members[org] ?? [:]).values.contains { $0.assignments.contains(id) }
+                && !invitations.values.contains { $0.org == org && $0.assignments.contains(id) }
         case .delete:
             return true
         }

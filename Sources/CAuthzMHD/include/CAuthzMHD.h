@@ -66,6 +66,10 @@ enum MHD_Result authz_mhd_respond(struct MHD_Connection *connection, unsigned in
 const char *authz_mhd_lookup(struct MHD_Connection *connection, enum MHD_ValueKind kind,
                              const char *key, size_t key_size, size_t *value_size);
 
+/// How many values of `kind` are named `key` (ASCII case-insensitive): a header sent on
+/// several lines has several. `authz_mhd_lookup` returns only the first.
+unsigned int authz_mhd_count(struct MHD_Connection *connection, enum MHD_ValueKind kind, const char *key);
+
 /// Lowers the calling thread's priority (Linux: SCHED_IDLE, and the nice value as a fallback;
 /// per thread, inherited by the threads it starts): background work such as a large sync must
 /// not take the cores from the request threads, nor make a woken one wait.
