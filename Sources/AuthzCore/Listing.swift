@@ -83,7 +83,7 @@ extension Directory {
     /// A scan over every member of every org, filtered by org: O(members) per call. Good
     /// enough for an administrative listing; an index of members by org would make it
     /// O(members of the org) if it ever sits on a hot path. An action an invitee may take
-    /// without being a member (accept, decline) scans every user as well: O(users).
+    /// without being a member (accept, decline) also passes over the users' emails: O(users).
     public func subjects(org: String, action: String, resource: String, now: Timestamp) throws(CheckError) -> [String] {
         let resolved: Result<CompiledAction, CheckError> = withBytes(resource) { r in withBytes(action) { a in resolveAction(resource: r, action: a) } }
         let compiled = try resolved.get()
@@ -94,8 +94,21 @@ extension Directory {
             guard key.hasPrefix(prefix) else { return }
             candidates.insert(ByteMap<MemberEntry>.parts(key).1)
         }
-        if compiled.requirement == .invitee || compiled.conditions.contains(.invitee) {
-            users.forEachBytes { id, _, _ in candidates.insert(String(decoding: id, as: UTF8.self)) }
+        // Only an invitee action (accept, decline) admits a non-member: the users whose verified
+        // email is the invitation's are candidates too (`check` decides the rest: open, this
+        // org, not expired). One pass over the users, comparing bytes, for these actions only.
+        if compiled.requirement == .invitee, let colon = resource.firstIndex(of: ":") {
+            withBytes(String(resource[resource.index(after: colon)...])) { target in
+                _ = invitations.withEntry(target) { (inv: borrowing InvitationEntry, payload: UnsafeRawBufferPointer) in
+                    let invited = Directory.foldedEmail(payload, start: Int(inv.orgLength), length: Int(inv.emailLength))
+                    users.forEachBytes { id, user, email in
+                        let length = Int(user.emailLength)
+                        guard user.emailVerified, length > 0,
+                              Directory.sameEmail(Directory.foldedEmail(email, start: 0, length: length), invited) else { return }
+                        candidates.insert(String(decoding: id, as: UTF8.self))
+                    }
+                }
+            }
         }
         var out: [String] = []
         for user in candidates.sorted() {

@@ -285,9 +285,18 @@ extension Engine {
     private func minRevision(_ json: Any) throws(HTTPError) -> UInt64? {
         guard let object = json as? [String: Any], let v = object["min_revision"] else { return nil }
         // JSON's true and false are NSNumbers too, of type "c" (char); `is Bool` holds for any
-        // NSNumber 0 or 1 on Linux, so it would refuse `"min_revision": 1`.
-        guard let n = v as? NSNumber, String(cString: n.objCType) != "c",
-              let i = Int64(exactly: n.doubleValue), i >= 0 else {
+        // NSNumber 0 or 1 on Linux, so it would refuse `"min_revision": 1`. Integers are read
+        // as integers (a Double loses digits past 2^53); a number with a fraction or an
+        // exponent must still be a whole one.
+        guard let n = v as? NSNumber else { throw .invalidParameter("field `min_revision` must be a non-negative integer") }
+        let i: Int64?
+        switch String(cString: n.objCType) {
+        case "c": i = nil
+        case "q", "i", "s", "l": i = n.int64Value
+        case "Q", "I", "S", "L": i = n.uint64Value <= UInt64(Int64.max) ? Int64(n.uint64Value) : nil
+        default: i = Int64(exactly: n.doubleValue)
+        }
+        guard let i, i >= 0 else {
             throw .invalidParameter("field `min_revision` must be a non-negative integer")
         }
         return UInt64(i)

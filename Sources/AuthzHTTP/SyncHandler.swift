@@ -113,7 +113,7 @@ extension Engine {
         var w = JSONWriter(capacity: 256 + errors.count * 128)
         let first = errors.first?.description ?? ""
         // The decoder stops collecting at `maxErrors`: past that, the count is not known.
-        let more = errors.count >= RecordCodec.maxErrors ? " (and more: the first \(errors.count) are listed)"
+        let more = errors.count >= RecordCodec.maxErrors ? " (the first \(errors.count) are listed; there may be more)"
             : errors.count > 1 ? " (and \(errors.count - 1) more)" : ""
         w.raw("{\"error\":{\"code\":\"invalid_data\",\"message\":")
         w.string("the batch was refused, nothing changed: \(first)\(more)")

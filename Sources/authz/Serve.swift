@@ -213,6 +213,11 @@ struct Serve: ParsableCommand {
             return token
         }
         guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        // A space the variable did not mean to hold would make the token impossible to present
+        // (`Bearer` and the spaces after it are one separator), or a blank one open the routes.
+        guard value.trimmingCharacters(in: .whitespacesAndNewlines) == value else {
+            throw ValidationError("\(name) begins or ends with whitespace")
+        }
         return value
     }
 }

@@ -40,6 +40,7 @@ import Testing
         var histogram: [String: Int] = [:]
         var seen: Set<Situation> = []
         var queries = 0
+        var listings = (all: 0, invitees: 0)
         var batches = (applied: 0, refused: 0)
         for seed in seeds {
             var run = SeedRun(seed: seed, policy: policy, now: Self.now)
@@ -49,6 +50,8 @@ import Testing
                 Issue.record("seed \(seed): the directory refused the generated records: \(error)")
             }
             queries += run.queries
+            listings.all += run.listings
+            listings.invitees += run.inviteeListings
             histogram.merge(run.histogram, uniquingKeysWith: +)
             seen.formUnion(run.seen)
             batches.applied += run.batchesApplied
@@ -59,6 +62,9 @@ import Testing
         }
 
         #expect(queries >= 10_000)
+        // Listings compared, and some of them listed an invitee who is not a member.
+        #expect(listings.all >= Self.seeds.count * (Self.deleteBatches + 1) * 8, "\(listings.all) listings")
+        #expect(listings.invitees > 0, "no listing of an invitation action named a non-member")
         #expect(batches.applied > 0 && batches.refused > 0, "batches applied \(batches.applied), refused \(batches.refused)")
         // Coverage: the generator must drive every outcome both evaluators can produce.
         let wanted = Reason.allCases.map(\.code) + Self.errorCodes.map(\.rawValue)
@@ -121,6 +127,8 @@ struct SeedRun {
     var queries = 0
     var histogram: [String: Int] = [:]
     var seen: Set<Situation> = []
+    var listings = 0
+    var inviteeListings = 0
     var batchesApplied = 0
     var batchesRefused = 0
     var mismatches: [String] = []
@@ -175,13 +183,29 @@ struct SeedRun {
             if done % 2 == 0, let id = invitationIDs.isEmpty ? nil : rng.pick(invitationIDs), let inv = model.invitations[id] {
                 (action, resource, org) = (rng.pick(["accept", "decline"]), "invitation:\(id)", rng.chance(0.8) ? inv.org : org)
             }
-            guard let listed = try? directory.subjects(org: org, action: action, resource: resource, now: now) else { continue }
-            let allowed = userIDs.filter { (try? directory.check(subject: "user:\($0)", action: action, resource: resource, org: org, now: now))?.allowed == true }
-            let expected = allowed.map { "user:\($0)" }.sorted()
-            if listed != expected {
-                mismatches.append("seed \(seed) \(phase): subjects(\(org), \(action), \(resource)) = \(listed), checks allow \(expected)")
+            // `subjects` throws exactly when `check` does (a malformed request): then both name the same error.
+            let listed = Result { () throws(CheckError) in try directory.subjects(org: org, action: action, resource: resource, now: now) }
+            let probe = Result { () throws(CheckError) in try directory.check(subject: "user:probe", action: action, resource: resource, org: org, now: now) }
+            switch (listed, probe) {
+            case (.failure(let a), .failure(let b)):
+                if a.code != b.code { mismatches.append("seed \(seed) \(phase): subjects(\(org), \(action), \(resource)) threw \(a.code), check \(b.code)") }
+                continue
+            case (.failure(let a), .success):
+                mismatches.append("seed \(seed) \(phase): subjects(\(org), \(action), \(resource)) threw \(a.code), check did not")
+                continue
+            case (.success, .failure(let b)):
+                mismatches.append("seed \(seed) \(phase): check threw \(b.code), subjects(\(org), \(action), \(resource)) did not")
+                continue
+            case (.success(let listed), .success):
+                let allowed = userIDs.filter { (try? directory.check(subject: "user:\($0)", action: action, resource: resource, org: org, now: now))?.allowed == true }
+                let expected = allowed.map { "user:\($0)" }.sorted()
+                if listed != expected {
+                    mismatches.append("seed \(seed) \(phase): subjects(\(org), \(action), \(resource)) = \(listed), checks allow \(expected)")
+                }
+                if allowed.contains(where: { model.members[org]?[$0] == nil }) { inviteeListings += 1 }
             }
             done += 1
+            listings += 1
         }
     }
 

@@ -445,6 +445,19 @@ struct DurabilityTests {
         #expect(try !again.http.allowed("user:u2", "read", "sandbox:s", "beta"))
     }
 
+    /// A token variable with a space at either end is refused at start (exit 64), rather than
+    /// served as a token no `Authorization` header can present.
+    @Test func serveRefusesATokenVariableWithSurroundingWhitespace() throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        for (name, value) in [("AUTHZ_CHECK_TOKEN", " secret"), ("AUTHZ_ADMIN_TOKEN", "secret\n"), ("AUTHZ_CHECK_TOKEN", "  ")] {
+            let ran = try runAuthz(["serve", "--port", "0", "--store", scratch.path("s.sqlite"), "--policy", Built.policy],
+                                   environment: [name: value], in: scratch)
+            #expect(ran.status == 64, "\(name)=\(value.debugDescription): \(ran.stderr)")
+            #expect(ran.stderr.contains("\(name) begins or ends with whitespace"), "\(ran.stderr)")
+        }
+    }
+
     @Test func syncCommandExitStatus() throws {
         let scratch = try Scratch()
         defer { scratch.remove() }
