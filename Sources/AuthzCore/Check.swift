@@ -309,11 +309,9 @@ extension Directory {
             let orgLength = Int(inv.orgLength)
             guard inv.open, !expired(inv.expiresAt.value, now),
                   bytesEqual(UnsafeRawBufferPointer(rebasing: payload[..<orgLength]), orgID) else { return false }
-            let invited = Directory.foldedEmail(payload, start: orgLength, length: Int(inv.emailLength))
+            let invited = Directory.invitedEmail(inv, payload)
             return users.withEntry(userID) { (user: borrowing UserEntry, email: UnsafeRawBufferPointer) -> Bool in
-                let length = Int(user.emailLength)
-                guard user.emailVerified, length > 0 else { return false }
-                return Directory.sameEmail(Directory.foldedEmail(email, start: 0, length: length), invited)
+                Directory.isInvitee(user, email: email, invited: invited)
             } ?? false
         }
         return invitee ?? false

@@ -487,6 +487,21 @@ public struct Directory: Sendable {
         return String(decoding: a, as: UTF8.self) == String(decoding: b, as: UTF8.self)
     }
 
+    /// The lowercased email an invitation is for, from its entry and payload.
+    @inline(__always)
+    static func invitedEmail(_ inv: borrowing InvitationEntry, _ payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        foldedEmail(payload, start: Int(inv.orgLength), length: Int(inv.emailLength))
+    }
+
+    /// Whether a user (its entry and payload) is the invitee of an invitation for `invited`
+    /// (`invitedEmail`): its email is verified and the same.
+    @inline(__always)
+    static func isInvitee(_ user: borrowing UserEntry, email: UnsafeRawBufferPointer, invited: UnsafeRawBufferPointer) -> Bool {
+        let length = Int(user.emailLength)
+        guard user.emailVerified, length > 0 else { return false }
+        return sameEmail(foldedEmail(email, start: 0, length: length), invited)
+    }
+
     /// The invitation `id` and its org.
     private func invitation(_ id: String) -> (InvitationEntry, String)? {
         withBytes(id) { k in

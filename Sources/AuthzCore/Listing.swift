@@ -100,12 +100,9 @@ extension Directory {
         if compiled.requirement == .invitee, let colon = resource.firstIndex(of: ":") {
             withBytes(String(resource[resource.index(after: colon)...])) { target in
                 _ = invitations.withEntry(target) { (inv: borrowing InvitationEntry, payload: UnsafeRawBufferPointer) in
-                    let invited = Directory.foldedEmail(payload, start: Int(inv.orgLength), length: Int(inv.emailLength))
+                    let invited = Directory.invitedEmail(inv, payload)
                     users.forEachBytes { id, user, email in
-                        let length = Int(user.emailLength)
-                        guard user.emailVerified, length > 0,
-                              Directory.sameEmail(Directory.foldedEmail(email, start: 0, length: length), invited) else { return }
-                        candidates.insert(String(decoding: id, as: UTF8.self))
+                        if Directory.isInvitee(user, email: email, invited: invited) { candidates.insert(String(decoding: id, as: UTF8.self)) }
                     }
                 }
             }
