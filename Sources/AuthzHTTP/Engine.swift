@@ -283,18 +283,24 @@ final class Engine: Sendable {
         return .failure(.unsupportedEncoding("content encoding `\(text)`", route: route.label, gzip: route == .sync))
     }
 
-    /// A `Content-Length`: decimal digits; a number past Int.max is Int.max (over any limit).
-    func parseLength(_ b: UnsafeRawBufferPointer) -> Int? {
+    /// Decimal digits, every byte one; nil for anything else or none. A number past Int.max
+    /// is Int.max, and says so.
+    func parseDecimal(_ b: UnsafeRawBufferPointer) -> (value: Int, overflow: Bool)? {
         guard !b.isEmpty else { return nil }
         var n = 0
+        var overflow = false
         for c in b {
             guard c >= 0x30, c <= 0x39 else { return nil }
             let (times10, o1) = n.multipliedReportingOverflow(by: 10)
             let (next, o2) = times10.addingReportingOverflow(Int(c - 0x30))
-            n = o1 || o2 ? Int.max : next
+            if o1 || o2 { overflow = true }
+            n = overflow ? Int.max : next
         }
-        return n
+        return (n, overflow)
     }
+
+    /// A `Content-Length`; a number past Int.max is Int.max (over any limit).
+    func parseLength(_ b: UnsafeRawBufferPointer) -> Int? { parseDecimal(b)?.value }
 
     // MARK: Writers
 

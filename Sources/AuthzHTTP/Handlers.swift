@@ -321,16 +321,8 @@ extension Engine {
 
     /// A `min_revision` query parameter: decimal digits, at most Int64.max.
     func parseRevision(_ b: UnsafeRawBufferPointer) -> UInt64? {
-        guard !b.isEmpty else { return nil }
-        var n: Int64 = 0
-        for c in b {
-            guard c >= 0x30, c <= 0x39 else { return nil }
-            let (times10, o1) = n.multipliedReportingOverflow(by: 10)
-            let (next, o2) = times10.addingReportingOverflow(Int64(c - 0x30))
-            guard !o1, !o2 else { return nil }
-            n = next
-        }
-        return UInt64(n)
+        guard let n = parseDecimal(b), !n.overflow else { return nil }
+        return UInt64(Int64(n.value))
     }
 
     func string(_ b: UnsafeRawBufferPointer) -> String { String(decoding: b, as: UTF8.self) }
