@@ -32,8 +32,10 @@ final class Engine: Sendable {
     let syncGate = Mutex<(closed: Bool, suspended: Int)>((false, 0))
     /// The durable writer of membership data, once attached (`/v1/sync`; reloads rebind through it).
     let membership = Mutex<MembershipSync?>(nil)
-    /// Bytes reserved up front for request bodies (see `begin`).
+    /// Bytes reserved up front for sync bodies (see `begin`).
     let bodyBudget: BodyBudget
+    /// Bytes held by the other routes' bodies, a hard limit (see `hold`).
+    let bodyMemory: BodyBudget
 
     init(configuration: ServerConfiguration, directory: Directory, ready: Bool, logger: Logger,
          policyLoader: @escaping @Sendable () -> Result<CompiledPolicy, PolicyLoadError>) {
@@ -42,6 +44,7 @@ final class Engine: Sendable {
         self.policyLoader = policyLoader
         self.logger = logger
         self.bodyBudget = BodyBudget(limit: configuration.maxSyncBodySize)
+        self.bodyMemory = BodyBudget(limit: configuration.maxBodyMemory)
         func bearer(_ token: String?) -> [UInt8]? {
             guard let token, !token.isEmpty else { return nil }
             return Array(token.utf8)
@@ -99,7 +102,26 @@ final class Engine: Sendable {
             state.body.reserveCapacity(length)
             state.reservation = reservation
         }
+        // The other routes' bodies are held within `bodyMemory`, all of them together: a
+        // declared length is taken at once (and the buffer sized to it), or refused here.
+        if let length, route != .sync {
+            guard hold(state, length) else { return fail(.overloaded(configuration.maxBodyMemory)) }
+        }
         return .readBody(state)
+    }
+
+    /// Makes `state` hold room for `bytes` of body within `bodyMemory` (bodies of at most
+    /// `BodyMemory.free` bytes are not counted); false if they do not fit. The buffer is sized
+    /// to what is held, so what is counted is what is allocated.
+    private func hold(_ state: RequestState, _ bytes: Int) -> Bool {
+        guard bytes > state.held, bytes > BodyMemory.free else { return true }
+        // Undeclared lengths grow by doubling (few atomic operations), never past the limit.
+        let want = max(bytes, min(state.held * 2, bodyLimit(state.route)))
+        guard bodyMemory.take(want - state.held) else { return false }
+        state.memory = bodyMemory
+        state.held = want
+        state.body.reserveCapacity(want)
+        return true
     }
 
     /// The second call of a GET: the request is complete; answer it.
@@ -123,18 +145,25 @@ final class Engine: Sendable {
     /// client that goes on sending far past it is cut off.
     func receive(_ state: RequestState, _ chunk: UnsafeRawBufferPointer) -> Bool {
         let limit = bodyLimit(state.route)
-        if state.dropped == 0 && state.body.count + chunk.count <= limit {
-            state.body.append(contentsOf: chunk)
-            return true
+        let total = state.body.count + chunk.count
+        if state.dropped == 0 && total <= limit {
+            if state.route == .sync || hold(state, total) {
+                state.body.append(contentsOf: chunk)
+                return true
+            }
+            state.overloaded = true
         }
         state.dropped += chunk.count
         state.body = []
+        state.letGo()
         return state.dropped <= max(limit, 1 << 20)
     }
 
     /// The body is complete.
     func finish(_ state: RequestState, _ c: Connection) -> Bool {
-        if state.dropped > 0 { return send(c, state.route, state.start, tooLarge(state.route)) }
+        if state.dropped > 0 {
+            return send(c, state.route, state.start, state.overloaded ? .overloaded(configuration.maxBodyMemory) : tooLarge(state.route))
+        }
         if state.route == .sync {
             // Seconds of work for a large batch: run it on another thread with the connection
             // suspended, so this pool thread keeps answering its other connections.
@@ -432,12 +461,22 @@ final class BodyBudget: Sendable {
 
     /// A reservation of `bytes`, returned when it is freed; nil if it would exceed the budget.
     func reserve(_ bytes: Int) -> Reservation? {
+        guard take(bytes) else { return nil }
+        return Reservation(budget: self, bytes: bytes)
+    }
+
+    /// Takes `bytes` from the budget if they fit; the caller gives them back (`give`).
+    func take(_ bytes: Int) -> Bool {
         let total = reserved.add(bytes, ordering: .relaxed).newValue
         guard total <= limit else {
             reserved.subtract(bytes, ordering: .relaxed)
-            return nil
+            return false
         }
-        return Reservation(budget: self, bytes: bytes)
+        return true
+    }
+
+    func give(_ bytes: Int) {
+        reserved.subtract(bytes, ordering: .relaxed)
     }
 
     final class Reservation: Sendable {
@@ -447,7 +486,7 @@ final class BodyBudget: Sendable {
             self.budget = budget
             self.bytes = bytes
         }
-        deinit { budget.reserved.subtract(bytes, ordering: .relaxed) }
+        deinit { budget.give(bytes) }
     }
 
     /// Bytes currently reserved (for tests).

@@ -45,6 +45,11 @@ struct HTTPError: Error, Sendable {
     static func payloadTooLarge(_ message: String) -> HTTPError {
         HTTPError(status: 413, code: "payload_too_large", message: message)
     }
+    static func overloaded(_ limit: Int) -> HTTPError {
+        HTTPError(status: 503, code: "overloaded",
+                  message: "the server already holds \(limit) bytes of request bodies (--max-body-memory); this one was not kept, send it again",
+                  header: ("Retry-After", "1"))
+    }
     static let notReady = HTTPError(status: 503, code: "not_ready", message: "the membership data is not loaded yet")
     static let stopping = HTTPError(status: 503, code: "stopping", message: "the server is stopping; nothing changed, send the sync again")
 

@@ -20,10 +20,31 @@ final class RequestState: @unchecked Sendable {
     var reservation: BodyBudget.Reservation?
     /// `Content-Encoding: gzip` (a sync): `body` is compressed.
     var gzip = false
+    /// Bytes this request holds of the engine's `bodyMemory` (not a sync), and that budget,
+    /// set only when it holds some: a small body touches no shared count.
+    var held = 0
+    var memory: BodyBudget?
+    /// Its body would have passed `bodyMemory`: dropped, and the answer will be 503.
+    var overloaded = false
     init(route: Route, start: Int64) {
         self.route = route
         self.start = start
     }
+
+    /// Gives back what it holds of `bodyMemory` (its body is gone).
+    func letGo() {
+        if held > 0 { memory?.give(held) }
+        held = 0
+    }
+
+    deinit { letGo() }
+}
+
+/// What `Engine.hold` does not count.
+enum BodyMemory {
+    /// A body of at most this many bytes is held outside the budget: with the connection
+    /// limit (1,024 by default) they come to 16 MiB at most.
+    static var free: Int { 16 << 10 }
 }
 
 /// The C callbacks libmicrohttpd calls from its threads. Non-capturing closures held in

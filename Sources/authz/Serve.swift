@@ -55,6 +55,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest request body, in bytes.")
     var maxBody = 1 << 20
 
+    @Option(help: "Bytes of check, batch and reload bodies held at once across connections; past it, 503 overloaded (bodies of 16 KiB or less do not count).")
+    var maxBodyMemory = 64 << 20
+
     @Option(help: "Most open connections.")
     var connectionLimit = 1024
 
@@ -66,6 +69,9 @@ struct Serve: ParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
         guard maxBody >= 1024 else { throw ValidationError("--max-body must be at least 1024") }
+        guard maxBodyMemory >= maxBody else {
+            throw ValidationError("--max-body-memory (\(maxBodyMemory)) must be at least --max-body (\(maxBody)), or a largest body could never be read")
+        }
         guard connectionLimit >= 1 else { throw ValidationError("--connection-limit must be at least 1") }
         guard timeout >= 1 else { throw ValidationError("--timeout must be at least 1") }
         guard syncIdleLimit >= 0, syncIdleLimit <= 86_400 else {
@@ -84,6 +90,7 @@ struct Serve: ParsableCommand {
         configuration.connectionLimit = connectionLimit
         configuration.connectionTimeout = timeout
         configuration.maxBodySize = maxBody
+        configuration.maxBodyMemory = maxBodyMemory
         configuration.maxSyncBodySize = maxSyncBody
         configuration.syncIdleLimit = .milliseconds(Int64((syncIdleLimit * 1000).rounded()))
         configuration.maxBatch = maxBatch

@@ -221,3 +221,100 @@ struct AdminAndRobustnessTests {
         withExtendedLifetime(second) {}
     }
 }
+
+/// The bodies of checks, batches and reloads are held within `maxBodyMemory` across all
+/// connections: clients that announce large bodies and stall cannot make the server hold
+/// more than that (each could otherwise hold `maxBodySize`, times the connection limit).
+@Suite struct BodyMemoryTests {
+    /// A batch body of at least `bytes` (valid JSON, `n` checks).
+    static func batch(atLeast bytes: Int) -> String {
+        let item = #"{"subject":"user:u2","action":"create","resource":"sandbox:s","org":"acme"}"#
+        let n = bytes / (item.utf8.count + 1) + 1
+        return #"{"checks":["# + Array(repeating: item, count: n).joined(separator: ",") + "]}"
+    }
+
+    static func header(_ route: String, length: Int?) -> String {
+        "POST \(route) HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            + (length.map { "Content-Length: \($0)\r\n" } ?? "Transfer-Encoding: chunked\r\n") + "\r\n"
+    }
+
+    /// Waits (up to 5 s) until `done` holds: the server frees a request's state just after
+    /// its connection ends, on its own thread.
+    static func eventually(_ done: () -> Bool) -> Bool {
+        for _ in 0..<100 {
+            if done() { return true }
+            usleep(50_000)
+        }
+        return done()
+    }
+
+    /// A server whose bodies may take 100,000 bytes in all (64 KiB each), and a client that
+    /// announced 60,000 bytes of batch, sent one and stalled: the server holds all 60,000.
+    static func stalledServer() throws -> (live: TestServer, memory: BodyBudget, stalled: RawSocket) {
+        let live = try TestServer { c in
+            c.maxBodySize = 64 << 10
+            c.maxBodyMemory = 100_000
+        }
+        let memory = live.server.engine.bodyMemory
+        let stalled = try RawSocket(port: live.port)
+        try stalled.send(Self.header("/v1/check/batch", length: 60_000) + "{")
+        #expect(Self.eventually { memory.current == 60_000 })
+        return (live, memory, stalled)
+    }
+
+    @Test func declaredLengthsAreHeldWithinTheBudgetAndGivenBack() throws {
+        let (live, memory, stalled) = try Self.stalledServer()
+        defer { live.stop() }
+
+        // Another announcing 60,000 would pass 100,000: refused on its headers, before any
+        // body is sent, with 503.
+        let second = try RawSocket(port: live.port, receiveTimeout: 3)
+        try second.send(Self.header("/v1/check/batch", length: 60_000))
+        let refused = try second.readResponse()
+        #expect(refused.status == 503)
+        #expect(refused.errorCode == "overloaded")
+        #expect(refused.headers["retry-after"] == "1")
+        #expect(refused.text.contains("100000 bytes"))
+        #expect(memory.current == 60_000)
+
+        // Small bodies are not counted: a check is answered all the same.
+        let check = try live.client().post("/v1/check", json: #"{"subject":"user:u2","action":"create","resource":"sandbox:s","org":"acme"}"#)
+        #expect(check.status == 200)
+        #expect(check.json["allowed"] as? Bool == true)
+
+        // The stalled client hangs up: its share comes back, and a large batch is read.
+        shutdown(stalled.fd, Int32(SHUT_RDWR))
+        #expect(Self.eventually { memory.current == 0 })
+        let body = Self.batch(atLeast: 40_000)
+        #expect(body.utf8.count > BodyMemory.free)
+        let answered = try live.client().post("/v1/check/batch", json: body)
+        #expect(answered.status == 200)
+        #expect((answered.json["results"] as? [Any])?.count == body.components(separatedBy: "\"subject\"").count - 1)
+        #expect(Self.eventually { memory.current == 0 })
+    }
+
+    @Test func aChunkedBodyThatWouldPassTheBudgetIsAnswered503AtItsEnd() throws {
+        let (live, memory, stalled) = try Self.stalledServer()
+        defer { live.stop() }
+
+        // 50,000 bytes in chunks, within --max-body (no 413) but not within what is left.
+        let body = Array(Self.batch(atLeast: 50_000).utf8)
+        let chunked = try RawSocket(port: live.port)
+        try chunked.send(Self.header("/v1/check/batch", length: nil))
+        var at = 0
+        while at < body.count {
+            let piece = body[at..<min(at + 8_000, body.count)]
+            try chunked.send(Array(String(piece.count, radix: 16).utf8) + Array("\r\n".utf8) + Array(piece) + Array("\r\n".utf8))
+            at += piece.count
+        }
+        // It held 24,000 on the way (past 16 KiB), could not double that, and dropped its
+        // body: what it held comes back before the body ends.
+        #expect(Self.eventually { memory.current == 60_000 })
+        try chunked.send("0\r\n\r\n")
+        let r = try chunked.readResponse()
+        #expect(r.status == 503)
+        #expect(r.errorCode == "overloaded")
+        shutdown(stalled.fd, Int32(SHUT_RDWR))
+        #expect(Self.eventually { memory.current == 0 })
+    }
+}

@@ -86,4 +86,22 @@ struct OpenAPITests {
         let encoding = try #require(parameters.first { $0["name"] as? String == "Content-Encoding" })
         #expect((encoding["schema"] as? [String: Any])?["enum"] as? [String] == ["identity", "gzip", "x-gzip"])
     }
+
+    /// Every POST route whose body counts against `--max-body-memory` (all but `/v1/sync`)
+    /// documents its 503 `overloaded` and the `Retry-After` it carries.
+    @Test func everyRouteHoldingABodyDocumentsOverloaded() throws {
+        let text = try String(contentsOf: Self.specURL, encoding: .utf8)
+        let spec = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let paths = try #require(spec["paths"] as? [String: Any])
+        let responses = try #require((spec["components"] as? [String: Any])?["responses"] as? [String: Any])
+        for route in Route.served where route.methods.contains(.post) && route != .sync {
+            let post = try #require((paths[route.label] as? [String: Any])?["post"] as? [String: Any], "\(route.label)")
+            let ref = try #require(((post["responses"] as? [String: Any])?["503"] as? [String: Any])?["$ref"] as? String,
+                                   "POST \(route.label) has no 503")
+            let answer = try #require(responses[String(ref.split(separator: "/").last!)] as? [String: Any])
+            #expect((answer["description"] as? String)?.contains("`overloaded`") == true, "POST \(route.label)")
+            #expect((answer["headers"] as? [String: Any])?["Retry-After"] != nil, "POST \(route.label)")
+        }
+        #expect(text.contains("no_memory, overloaded]"))
+    }
 }
