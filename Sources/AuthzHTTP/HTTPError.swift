@@ -28,6 +28,10 @@ struct HTTPError: Error, Sendable {
                   message: "\(got) is not supported on `\(route)`; send the body as is\(gzip ? " or gzip" : "")",
                   header: ("Accept-Encoding", gzip ? "gzip" : "identity"))
     }
+    /// A body whose `Content-Encoding` it does not follow (a damaged or truncated gzip sync).
+    static func invalidEncoding(_ message: String) -> HTTPError {
+        HTTPError(status: 400, code: "invalid_encoding", message: message)
+    }
     static func staleRevision(current: UInt64, wanted: UInt64) -> HTTPError {
         HTTPError(status: 409, code: "stale_revision",
                   message: "the server is at revision \(current), not yet at \(wanted); retry shortly")

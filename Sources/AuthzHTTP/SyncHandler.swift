@@ -53,11 +53,9 @@ extension Engine {
             case .failure(.tooLarge):
                 return (413, HTTPError.payloadTooLarge("the request body exceeds \(limit) bytes once decompressed; nothing changed").body)
             case .failure(.truncated(let offset)):
-                return (400, HTTPError(status: 400, code: "invalid_encoding",
-                                       message: "the gzip body ends early, after \(offset) bytes; nothing changed").body)
+                return (400, HTTPError.invalidEncoding("the gzip body ends early, after \(offset) bytes; nothing changed").body)
             case .failure(.corrupt(let offset, let detail)):
-                return (400, HTTPError(status: 400, code: "invalid_encoding",
-                                       message: "the gzip body is damaged at byte \(offset): \(detail); nothing changed").body)
+                return (400, HTTPError.invalidEncoding("the gzip body is damaged at byte \(offset): \(detail); nothing changed").body)
             case .failure(.noMemory):
                 logger.error("no memory to decompress a sync body", metadata: ["compressed": "\(compressed)"])
                 return (503, HTTPError(status: 503, code: "no_memory",
