@@ -14,10 +14,10 @@ public struct ServerConfiguration: Sendable {
     public var connectionTimeout: Int = 30
     /// Largest request body accepted, in bytes; more is 413.
     public var maxBodySize: Int = 1 << 20
-    /// Bytes of request bodies of the other POST routes (checks, batches, reloads) held at
-    /// once across all connections; a body that would pass it is answered 503 `overloaded`.
-    /// A body of at most `BodyMemory.free` bytes is not counted (the connection limit bounds
-    /// those), so small checks never contend on the count.
+    /// Bytes of check and batch request bodies held at once across all connections; a body
+    /// that would pass it is answered 503 `overloaded`. A body of at most `BodyMemory.free`
+    /// bytes is not counted (the connection limit bounds those), so small checks never contend
+    /// on the count. At least `maxBodySize` is used.
     public var maxBodyMemory: Int = 64 << 20
     /// Largest `POST /v1/sync` body, in bytes (a full replace of a million records is ~110 MB).
     public var maxSyncBodySize: Int = 1 << 30

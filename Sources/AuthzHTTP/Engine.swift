@@ -44,7 +44,8 @@ final class Engine: Sendable {
         self.policyLoader = policyLoader
         self.logger = logger
         self.bodyBudget = BodyBudget(limit: configuration.maxSyncBodySize)
-        self.bodyMemory = BodyBudget(limit: configuration.maxBodyMemory)
+        // At least one largest body, or some bodies could never be read.
+        self.bodyMemory = BodyBudget(limit: max(configuration.maxBodyMemory, configuration.maxBodySize))
         func bearer(_ token: String?) -> [UInt8]? {
             guard let token, !token.isEmpty else { return nil }
             return Array(token.utf8)
@@ -102,17 +103,18 @@ final class Engine: Sendable {
             state.body.reserveCapacity(length)
             state.reservation = reservation
         }
-        // The other routes' bodies are held within `bodyMemory`, all of them together: a
+        // Check and batch bodies are held within `bodyMemory`, all of them together: a
         // declared length is taken at once (and the buffer sized to it), or refused here.
-        if let length, route != .sync {
-            guard hold(state, length) else { return fail(.overloaded(configuration.maxBodyMemory)) }
+        if let length, route.holdsBody {
+            guard hold(state, length) else { return fail(overloaded()) }
         }
         return .readBody(state)
     }
 
     /// Makes `state` hold room for `bytes` of body within `bodyMemory` (bodies of at most
     /// `BodyMemory.free` bytes are not counted); false if they do not fit. The buffer is sized
-    /// to what is held, so what is counted is what is allocated.
+    /// to what is held (what is counted is allocated; before the first hold, the buffer's own
+    /// growth may allocate up to twice `BodyMemory.free`, uncounted).
     private func hold(_ state: RequestState, _ bytes: Int) -> Bool {
         guard bytes > state.held, bytes > BodyMemory.free else { return true }
         // Undeclared lengths grow by doubling (few atomic operations), never past the limit.
@@ -142,28 +144,30 @@ final class Engine: Sendable {
     }
 
     /// A chunk of body. Past the limit, bytes are dropped and the answer will be 413; a
-    /// client that goes on sending far past it is cut off.
+    /// client that goes on sending far past it is cut off. A check or batch body that would
+    /// pass `bodyMemory` is dropped as well, and answered 503 when it ends (413 if it also
+    /// passes the limit). A reload's body is not kept (it is ignored).
     func receive(_ state: RequestState, _ chunk: UnsafeRawBufferPointer) -> Bool {
         let limit = bodyLimit(state.route)
-        let total = state.body.count + chunk.count
-        if state.dropped == 0 && total <= limit {
-            if state.route == .sync || hold(state, total) {
+        state.received += chunk.count
+        if state.received <= limit && !state.overloaded {
+            if state.route == .policyReload { return true }
+            if !state.route.holdsBody || hold(state, state.received) {
                 state.body.append(contentsOf: chunk)
                 return true
             }
             state.overloaded = true
+            metrics.bodyRefused()
         }
-        state.dropped += chunk.count
         state.body = []
         state.letGo()
-        return state.dropped <= max(limit, 1 << 20)
+        return state.received - limit <= max(limit, 1 << 20)
     }
 
     /// The body is complete.
     func finish(_ state: RequestState, _ c: Connection) -> Bool {
-        if state.dropped > 0 {
-            return send(c, state.route, state.start, state.overloaded ? .overloaded(configuration.maxBodyMemory) : tooLarge(state.route))
-        }
+        if state.received > bodyLimit(state.route) { return send(c, state.route, state.start, tooLarge(state.route)) }
+        if state.overloaded { return send(c, state.route, state.start, .overloaded(bodyMemory.limit)) }
         if state.route == .sync {
             // Seconds of work for a large batch: run it on another thread with the connection
             // suspended, so this pool thread keeps answering its other connections.
@@ -235,6 +239,12 @@ final class Engine: Sendable {
 
     private func bodyLimit(_ route: Route) -> Int {
         route == .sync ? configuration.maxSyncBodySize : configuration.maxBodySize
+    }
+
+    /// 503 for a check or batch whose body does not fit in `bodyMemory` (counted).
+    private func overloaded() -> HTTPError {
+        metrics.bodyRefused()
+        return .overloaded(bodyMemory.limit)
     }
 
     private func tooLarge(_ route: Route) -> HTTPError {
@@ -455,7 +465,7 @@ func constantTimeEqual(_ given: UnsafeRawBufferPointer, _ expected: [UInt8]) -> 
 /// A shared allowance of bytes reserved ahead for request bodies.
 final class BodyBudget: Sendable {
     private let reserved = Atomic<Int>(0)
-    private let limit: Int
+    let limit: Int
 
     init(limit: Int) { self.limit = limit }
 
@@ -465,14 +475,17 @@ final class BodyBudget: Sendable {
         return Reservation(budget: self, bytes: bytes)
     }
 
-    /// Takes `bytes` from the budget if they fit; the caller gives them back (`give`).
+    /// Takes `bytes` from the budget if they fit; the caller gives them back (`give`). A
+    /// compare-and-exchange, so that a take that does not fit never shows in the count, where
+    /// it could make one that fits fail.
     func take(_ bytes: Int) -> Bool {
-        let total = reserved.add(bytes, ordering: .relaxed).newValue
-        guard total <= limit else {
-            reserved.subtract(bytes, ordering: .relaxed)
-            return false
+        var current = reserved.load(ordering: .relaxed)
+        while bytes <= limit - current {
+            let (exchanged, original) = reserved.compareExchange(expected: current, desired: current + bytes, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
         }
-        return true
+        return false
     }
 
     func give(_ bytes: Int) {

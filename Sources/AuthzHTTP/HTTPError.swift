@@ -51,7 +51,7 @@ struct HTTPError: Error, Sendable {
     }
     static func overloaded(_ limit: Int) -> HTTPError {
         HTTPError(status: 503, code: "overloaded",
-                  message: "the server already holds \(limit) bytes of request bodies (--max-body-memory); this one was not kept, send it again",
+                  message: "the request bodies held across connections would pass --max-body-memory (\(limit) bytes); this one was not kept, send it again",
                   header: ("Retry-After", "1"))
     }
     static let notReady = HTTPError(status: 503, code: "not_ready", message: "the membership data is not loaded yet")

@@ -17,7 +17,7 @@ extension Engine {
         case .subjects: let a = subjects(c); return (a.status, a.body, "application/json")
         case .healthz: return (200, Array("{\"status\":\"ok\"}\n".utf8), "application/json")
         case .readyz: let a = readyz(); return (a.status, a.body, "application/json")
-        case .metrics: return (200, metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+        case .metrics: return (200, metrics.exposition(bodyMemoryHeld: bodyMemory.current), "text/plain; version=0.0.4; charset=utf-8")
         case .checkBatch, .sync, .policyReload, .unmatched:
             let e = HTTPError.notFound(route.label)
             return (e.status, e.body, "application/json")

@@ -14,13 +14,14 @@ final class RequestState: @unchecked Sendable {
     /// by the worker before it resumes the connection, read on the pool thread after.
     var working = false
     var answer: (status: Int, body: [UInt8])?
-    /// Bytes beyond the limit that were read and dropped (the answer will be 413).
-    var dropped = 0
+    /// Bytes of body received so far; past the route's limit they are dropped (the answer
+    /// will be 413).
+    var received = 0
     /// The share of the body budget this request's buffer was reserved from, returned with it.
     var reservation: BodyBudget.Reservation?
     /// `Content-Encoding: gzip` (a sync): `body` is compressed.
     var gzip = false
-    /// Bytes this request holds of the engine's `bodyMemory` (not a sync), and that budget,
+    /// Bytes this request holds of the engine's `bodyMemory` (a check or batch), and that budget,
     /// set only when it holds some: a small body touches no shared count.
     var held = 0
     var memory: BodyBudget?

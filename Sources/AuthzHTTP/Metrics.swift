@@ -40,6 +40,11 @@ final class ServerMetrics: Sendable {
     let reloads: Counter
     let reloadFailures: Counter
     private let syncedRecords: Counter
+    /// Bytes of check and batch bodies held now (`--max-body-memory`), set at each scrape.
+    private let bodyMemoryHeld: Gauge
+    /// Check and batch requests answered 503 `overloaded` (rare: counted on the library's
+    /// counter directly).
+    private let bodyMemoryRefused: Counter
 
     init() {
         let registry = PrometheusCollectorRegistry()
@@ -85,7 +90,15 @@ final class ServerMetrics: Sendable {
         syncedRecords = registry.makeCounter(descriptor: MetricNameDescriptor(
             namespace: "authz", subsystem: "sync", metricName: "records", unitName: "total",
             helpText: "Membership records accepted through /v1/sync"))
+        bodyMemoryHeld = registry.makeGauge(descriptor: MetricNameDescriptor(
+            namespace: "authz", subsystem: "http", metricName: "body_memory", unitName: "bytes",
+            helpText: "Bytes of check and batch request bodies held now, within --max-body-memory"))
+        bodyMemoryRefused = registry.makeCounter(descriptor: MetricNameDescriptor(
+            namespace: "authz", subsystem: "http", metricName: "body_memory_refused", unitName: "total",
+            helpText: "Check and batch requests refused with 503 overloaded: their bodies would have passed --max-body-memory"))
     }
+
+    func bodyRefused() { bodyMemoryRefused.increment() }
 
     func synced(records: Int) { syncedRecords.increment(by: Int64(records)) }
 
@@ -120,8 +133,9 @@ final class ServerMetrics: Sendable {
 
     /// The exposition: the registry's metrics, after adding what the threads counted since the
     /// last scrape, then the latency histogram. Scrapes are serialized.
-    func exposition() -> [UInt8] {
-        pushed.withLock { pushed in
+    func exposition(bodyMemoryHeld held: Int) -> [UInt8] {
+        bodyMemoryHeld.set(Double(held))
+        return pushed.withLock { pushed in
             let totals = counts.totals()
             for (r, row) in requests.enumerated() {
                 for (i, counter) in row.enumerated() {

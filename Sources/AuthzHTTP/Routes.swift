@@ -21,6 +21,10 @@ enum Route: Int, CaseIterable, Sendable {
 
     var label: String { path.description }
 
+    /// Whether a POST's body counts against `--max-body-memory` (checks and batches; a sync
+    /// has its own limit and a reload ignores its body).
+    var holdsBody: Bool { self == .check || self == .checkBatch }
+
     var methods: [HTTPMethod] {
         switch self {
         case .check: [.get, .post]

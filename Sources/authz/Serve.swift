@@ -55,8 +55,8 @@ struct Serve: ParsableCommand {
     @Option(help: "Largest request body, in bytes.")
     var maxBody = 1 << 20
 
-    @Option(help: "Bytes of check, batch and reload bodies held at once across connections; past it, 503 overloaded (bodies of 16 KiB or less do not count).")
-    var maxBodyMemory = 64 << 20
+    @Option(help: "Bytes of check and batch bodies held at once across connections; past it, 503 overloaded (bodies of 16 KiB or less do not count). Default: 64 MiB, or --max-body if larger.")
+    var maxBodyMemory: Int?
 
     @Option(help: "Most open connections.")
     var connectionLimit = 1024
@@ -69,7 +69,7 @@ struct Serve: ParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
         guard maxBody >= 1024 else { throw ValidationError("--max-body must be at least 1024") }
-        guard maxBodyMemory >= maxBody else {
+        if let maxBodyMemory, maxBodyMemory < maxBody {
             throw ValidationError("--max-body-memory (\(maxBodyMemory)) must be at least --max-body (\(maxBody)), or a largest body could never be read")
         }
         guard connectionLimit >= 1 else { throw ValidationError("--connection-limit must be at least 1") }
@@ -90,7 +90,7 @@ struct Serve: ParsableCommand {
         configuration.connectionLimit = connectionLimit
         configuration.connectionTimeout = timeout
         configuration.maxBodySize = maxBody
-        configuration.maxBodyMemory = maxBodyMemory
+        configuration.maxBodyMemory = maxBodyMemory ?? max(64 << 20, maxBody)
         configuration.maxSyncBodySize = maxSyncBody
         configuration.syncIdleLimit = .milliseconds(Int64((syncIdleLimit * 1000).rounded()))
         configuration.maxBatch = maxBatch

@@ -248,6 +248,27 @@ struct AdminAndRobustnessTests {
         return done()
     }
 
+    /// A connection that sent `body` as a chunked batch in 8,000-byte chunks, without the last
+    /// (empty) chunk.
+    static func chunkedBatch(_ live: TestServer, _ body: [UInt8]) throws -> RawSocket {
+        let chunked = try RawSocket(port: live.port)
+        try chunked.send(Self.header("/v1/check/batch", length: nil))
+        var at = 0
+        while at < body.count {
+            let piece = body[at..<min(at + 8_000, body.count)]
+            try chunked.send(Array(String(piece.count, radix: 16).utf8) + Array("\r\n".utf8) + Array(piece) + Array("\r\n".utf8))
+            at += piece.count
+        }
+        return chunked
+    }
+
+    /// A sample's value in `/metrics`.
+    static func metric(_ live: TestServer, _ name: String) throws -> Double? {
+        let text = try live.client().get("/metrics").text
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+
     /// A server whose bodies may take 100,000 bytes in all (64 KiB each), and a client that
     /// announced 60,000 bytes of batch, sent one and stalled: the server holds all 60,000.
     static func stalledServer() throws -> (live: TestServer, memory: BodyBudget, stalled: RawSocket) {
@@ -274,8 +295,10 @@ struct AdminAndRobustnessTests {
         #expect(refused.status == 503)
         #expect(refused.errorCode == "overloaded")
         #expect(refused.headers["retry-after"] == "1")
-        #expect(refused.text.contains("100000 bytes"))
+        #expect(refused.text.contains("would pass --max-body-memory (100000 bytes)"))
         #expect(memory.current == 60_000)
+        #expect(try Self.metric(live, "authz_http_body_memory_bytes") == 60_000)
+        #expect(try Self.metric(live, "authz_http_body_memory_refused_total") == 1)
 
         // Small bodies are not counted: a check is answered all the same.
         let check = try live.client().post("/v1/check", json: #"{"subject":"user:u2","action":"create","resource":"sandbox:s","org":"acme"}"#)
@@ -299,17 +322,10 @@ struct AdminAndRobustnessTests {
 
         // 50,000 bytes in chunks, within --max-body (no 413) but not within what is left.
         let body = Array(Self.batch(atLeast: 50_000).utf8)
-        let chunked = try RawSocket(port: live.port)
-        try chunked.send(Self.header("/v1/check/batch", length: nil))
-        var at = 0
-        while at < body.count {
-            let piece = body[at..<min(at + 8_000, body.count)]
-            try chunked.send(Array(String(piece.count, radix: 16).utf8) + Array("\r\n".utf8) + Array(piece) + Array("\r\n".utf8))
-            at += piece.count
-        }
+        let chunked = try Self.chunkedBatch(live, body)
         // It held 24,000 on the way (past 16 KiB), could not double that, and dropped its
-        // body: what it held comes back before the body ends.
-        #expect(Self.eventually { memory.current == 60_000 })
+        // body: once it is refused (counted), what it held is back before the body ends.
+        #expect(Self.eventually { (try? Self.metric(live, "authz_http_body_memory_refused_total")) == 1 && memory.current == 60_000 })
         try chunked.send("0\r\n\r\n")
         let r = try chunked.readResponse()
         #expect(r.status == 503)
@@ -317,4 +333,63 @@ struct AdminAndRobustnessTests {
         shutdown(stalled.fd, Int32(SHUT_RDWR))
         #expect(Self.eventually { memory.current == 0 })
     }
+
+    /// A chunked body past --max-body is 413 whether or not the budget has room: it could
+    /// never be read, so "send it again" would be untrue.
+    @Test func aChunkedBodyPastItsLimitIs413EvenWhenTheBudgetIsFull() throws {
+        let (live, memory, stalled) = try Self.stalledServer()
+        defer { live.stop() }
+        let body = Array(Self.batch(atLeast: 70_000).utf8)   // over 64 KiB
+        let chunked = try Self.chunkedBatch(live, body)
+        try chunked.send("0\r\n\r\n")
+        let r = try chunked.readResponse()
+        #expect(r.status == 413)
+        #expect(r.errorCode == "payload_too_large")
+        shutdown(stalled.fd, Int32(SHUT_RDWR))
+        #expect(Self.eventually { memory.current == 0 })
+    }
+
+    /// A policy reload ignores its body: it is neither kept nor counted, so check traffic
+    /// filling the budget never refuses an administrator's reload.
+    @Test func aReloadBodyIsNotHeld() throws {
+        let (live, memory, stalled) = try Self.stalledServer()
+        defer { live.stop() }
+        let r = try live.client().request("POST", "/v1/policy/reload", body: [UInt8](repeating: 0x20, count: 50_000),
+                                          headers: ["Authorization": "Bearer admin-secret"])
+        #expect(r.status == 200, "\(r.text)")
+        #expect(memory.current == 60_000)
+        shutdown(stalled.fd, Int32(SHUT_RDWR))
+    }
+}
+
+/// Takes that do not fit never make one that fits fail, however they interleave.
+@Suite struct BodyBudgetTakeTests {
+    @Test func aTakeThatFitsNeverFailsBesideTakesThatDoNot() {
+        let budget = BodyBudget(limit: 1000)
+        #expect(budget.take(300))
+        let spins = Atomic<Int>(0)
+        let stop = Atomic<Bool>(false)
+        let done = DispatchGroup()
+        for _ in 0..<2 {
+            done.enter()
+            Thread.detachNewThread {
+                while !stop.load(ordering: .relaxed) {
+                    if budget.take(800) { budget.give(800) }   // never fits beside the 300
+                    spins.add(1, ordering: .relaxed)
+                }
+                done.leave()
+            }
+        }
+        while spins.load(ordering: .relaxed) < 10_000 { sched_yield() }
+        // 300 + 500 fits, and nothing else ever succeeds.
+        var failures = 0
+        for _ in 0..<1_000_000 {
+            if budget.take(500) { budget.give(500) } else { failures += 1 }
+        }
+        stop.store(true, ordering: .relaxed)
+        done.wait()
+        #expect(failures == 0)
+        #expect(budget.current == 300)
+    }
+
 }

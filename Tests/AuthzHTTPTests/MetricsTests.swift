@@ -49,7 +49,7 @@ import Testing
         for _ in 0..<(threads * rounds) {
             for (i, d) in durations.enumerated() { histograms[(i % 2 == 0 ? Route.check : .checkBatch).rawValue].record(d) }
         }
-        let text = String(decoding: metrics.exposition(), as: UTF8.self)
+        let text = String(decoding: metrics.exposition(bodyMemoryHeld: 0), as: UTF8.self)
         let expected = String(decoding: reference.emitToBuffer(), as: UTF8.self)
         #expect(Self.family(name, in: text) == Self.family(name, in: expected))
         #expect(Self.family(name, in: text).count == Route.allCases.count * (buckets.count + 3) + 2)
@@ -61,7 +61,7 @@ import Testing
 
         // A second scrape adds only what came since the first.
         metrics.decision(.missingPermission)
-        let again = String(decoding: metrics.exposition(), as: UTF8.self)
+        let again = String(decoding: metrics.exposition(bodyMemoryHeld: 0), as: UTF8.self)
         #expect(again.contains(#"authz_decisions_total{outcome="deny",reason="missing_permission"} \#(threads * rounds + 1)"#))
         #expect(again.contains(#"authz_http_requests_total{route="/v1/check",status="200"} \#(threads * rounds * 2)"#))
     }
