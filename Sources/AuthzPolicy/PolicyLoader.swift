@@ -24,6 +24,12 @@ public enum PolicyLoader {
 
     /// Parses and validates policy text into a definition, or throws every error found.
     public static func definition(yaml: String, file: String) throws(PolicyErrors) -> PolicyDefinition {
+        // A policy is a few kilobytes (the shipped one, 4.5 KB). The bound keeps what a bad
+        // file can cost (every duplicate key below composes the text again) to seconds.
+        guard yaml.utf8.count <= maxBytes else {
+            throw PolicyErrors([PolicyError(file: file, line: 1, column: 1,
+                                            message: "the policy is \(yaml.utf8.count) bytes; at most \(maxBytes) are read (a policy is a few kilobytes)")])
+        }
         // Yams refuses a mapping with a duplicate key before composing anything. To still report
         // every error in one run, each duplicate found is reported at its position and renamed
         // to a placeholder the validator skips, and the text is composed again.
@@ -39,7 +45,7 @@ public enum PolicyLoader {
                 let placeholder = "__duplicate_\(placeholders.count)__"
                 guard let key = keys.first,
                       let (line, renamed) = renameSecond(key: key, in: text, mapping: context.mark, to: placeholder),
-                      duplicates.count < 100
+                      duplicates.count < maxDuplicates
                 else {
                     duplicates.append(PolicyError(file: file, line: context.mark.line, column: context.mark.column,
                                                   message: "duplicate key `\(keys.first ?? "")` in this mapping"))
@@ -64,11 +70,30 @@ public enum PolicyLoader {
         return definition
     }
 
+    /// The largest policy read, in bytes.
+    public static var maxBytes: Int { 256 << 10 }
+    /// Duplicate keys reported one by one (each composes the text again); past them, the
+    /// next one ends the run.
+    static var maxDuplicates: Int { 20 }
+
     /// In a block mapping starting at `mark`, renames the second key `key` found at the
     /// mapping's column. Returns its 1-based line and the new text, or nil if not found
-    /// (a flow mapping, say).
+    /// (a flow mapping, say). Lines are split where Yams (libyaml) breaks them, so that its
+    /// line numbers index them: LF, CRLF, a lone CR, NEL, U+2028 and U+2029.
     private static func renameSecond(key: String, in text: String, mapping mark: Mark, to placeholder: String) -> (Int, String)? {
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var lines: [String] = [], breaks: [String] = []
+        var line = ""
+        for c in text {
+            if c == "\n" || c == "\r\n" || c == "\r" || c == "\u{85}" || c == "\u{2028}" || c == "\u{2029}" {
+                lines.append(line)
+                breaks.append(String(c))
+                line = ""
+            } else {
+                line.append(c)
+            }
+        }
+        lines.append(line)
+        guard mark.line >= 1, mark.line <= lines.count else { return nil }
         let indent = mark.column - 1
         var found = 0
         for i in (mark.line - 1)..<lines.count {
@@ -81,7 +106,12 @@ public enum PolicyLoader {
                 found += 1
                 if found == 2 {
                     lines[i] = String(repeating: " ", count: indent) + placeholder + trimmed.dropFirst(candidate.count)
-                    return (i + 1, lines.joined(separator: "\n"))
+                    var joined = ""
+                    for (j, l) in lines.enumerated() {
+                        joined += l
+                        if j < breaks.count { joined += breaks[j] }
+                    }
+                    return (i + 1, joined)
                 }
             }
         }
@@ -118,6 +148,8 @@ struct PolicyValidator {
     /// Keys renamed from duplicates (already reported): skipped silently.
     let ignoredKeys: Set<String>
     var errors: [PolicyError] = []
+    /// Errors reported at most (an aliased anchor can repeat one mistake millions of times).
+    static var maxErrors: Int { 100 }
 
     init(file: String, ignoredKeys: Set<String> = []) {
         self.file = file
@@ -125,8 +157,10 @@ struct PolicyValidator {
     }
 
     mutating func error(_ node: Node?, _ message: String) {
+        guard errors.count <= Self.maxErrors else { return }
         let mark = node?.mark
-        errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, message: message))
+        errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1,
+                                  message: errors.count < Self.maxErrors ? message : "more errors follow; the first \(Self.maxErrors) are listed"))
     }
 
     /// The pairs of a mapping, reporting a non-mapping and duplicate or unknown keys.
@@ -169,6 +203,12 @@ struct PolicyValidator {
             error(node, "\(what) must be a list")
             return []
         }
+        // The lists of a policy are short (permissions, grants, aliases, statuses); an aliased
+        // anchor could otherwise be read thousands of times over.
+        guard seq.count <= Self.maxListItems else {
+            error(node, "\(what) has \(seq.count) items; at most \(Self.maxListItems) are read")
+            return []
+        }
         return seq.compactMap { n in string(n, "\(what) item").map { ($0, n) } }
     }
 
@@ -194,6 +234,11 @@ struct PolicyValidator {
         return true
     }
 
+    /// Resource types, and actions over all of them, supported (the shipped policy has 15 and 60).
+    static var maxResourceTypes: Int { 1_024 }
+    static var maxListItems: Int { 1_024 }
+    static var maxActions: Int { 16_384 }
+
     mutating func validate(_ root: Node) -> PolicyDefinition? {
         let top = mapping(root, "the policy", allowed: ["policy", "permissions", "roles", "assignments", "invitations", "resources"])
         func section(_ key: String) -> Node? { top.first { $0.key == key }?.value }
@@ -205,17 +250,18 @@ struct PolicyValidator {
         // Permissions.
         var permissions: [String] = []
         if let node = section("permissions") {
+            var seen: Set<String> = []
             for (p, n) in strings(node, "`permissions`") where name(p, n, "permission") {
-                if permissions.contains(p) {
-                    error(n, "duplicate permission `\(p)`")
-                } else {
+                if seen.insert(p).inserted {
                     permissions.append(p)
+                } else {
+                    error(n, "duplicate permission `\(p)`")
                 }
             }
             if permissions.count > PermissionSet.maxCount {
                 error(node, "\(permissions.count) permissions declared; at most \(PermissionSet.maxCount) are supported")
             }
-            if permissions.isEmpty, node.sequence != nil { error(node, "`permissions` must declare at least one permission") }
+            if node.sequence?.isEmpty == true { error(node, "`permissions` must declare at least one permission") }
         }
         let known = Set(permissions)
         func checkPermission(_ p: String, _ n: Node, _ context: String) -> Bool {
@@ -256,7 +302,9 @@ struct PolicyValidator {
         var assignments: [PolicyDefinition.Assignment] = []
         var implied: String?
         var assignmentNames: Set<String> = []
-        if let node = section("assignments") {
+        if let node = section("assignments"), let m = node.mapping, m.count > 64 {
+            error(node, "\(m.count) assignments declared; at most 64 global assignments are supported")
+        } else if let node = section("assignments") {
             for (aName, keyNode, value) in mapping(node, "`assignments`") {
                 guard name(aName, keyNode, "assignment") else { continue }
                 if !assignmentNames.insert(aName).inserted { error(keyNode, "duplicate assignment name `\(aName)`") }
@@ -306,17 +354,29 @@ struct PolicyValidator {
 
         // Resources and actions.
         var types: [PolicyDefinition.ResourceType] = []
+        var actionCount = 0
         if let node = section("resources") {
-            for (typeName, keyNode, value) in mapping(node, "`resources`") {
-                guard name(typeName, keyNode, "resource type") else { continue }
-                var actions: [PolicyDefinition.Action] = []
-                let entries = mapping(value, "resource type `\(typeName)`")
-                if entries.isEmpty, value.mapping != nil { error(keyNode, "resource type `\(typeName)` has no action") }
-                for (actionName, actionKey, spec) in entries {
-                    guard name(actionName, actionKey, "action") else { continue }
-                    if let a = action(actionName, typeName, spec, known: known) { actions.append(a) }
+            // Bounded before they are read: an anchor aliased under every type could make
+            // millions of actions out of a few kilobytes.
+            if let m = node.mapping, m.count > Self.maxResourceTypes {
+                error(node, "\(m.count) resource types declared; at most \(Self.maxResourceTypes) are supported")
+            } else {
+                for (typeName, keyNode, value) in mapping(node, "`resources`") {
+                    guard name(typeName, keyNode, "resource type") else { continue }
+                    if let m = value.mapping, actionCount + m.count > Self.maxActions {
+                        error(keyNode, "resource type `\(typeName)` brings the actions to \(actionCount + m.count); at most \(Self.maxActions) are supported in all")
+                        break
+                    }
+                    var actions: [PolicyDefinition.Action] = []
+                    let entries = mapping(value, "resource type `\(typeName)`")
+                    if entries.isEmpty, value.mapping != nil { error(keyNode, "resource type `\(typeName)` has no action") }
+                    actionCount += entries.count
+                    for (actionName, actionKey, spec) in entries {
+                        guard name(actionName, actionKey, "action") else { continue }
+                        if let a = action(actionName, typeName, spec, known: known) { actions.append(a) }
+                    }
+                    types.append(.init(name: typeName, actions: actions))
                 }
-                types.append(.init(name: typeName, actions: actions))
             }
         }
         guard errors.isEmpty, let ownerRole, let memberRole else { return nil }

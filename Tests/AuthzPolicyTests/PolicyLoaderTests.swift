@@ -112,4 +112,60 @@ func shipped(_ relative: String) -> String { packageRoot + "/" + relative }
             #expect(error.errors.first?.message == "cannot read the policy file")
         }
     }
+
+    /// A policy from its sections (the rest valid), for the bounds below.
+    static func policy(permissions: String = "[p]", assignments: String = "  v: {grants: [p]}",
+                       resources: String = "  t: {read: member}") -> String {
+        "policy: x\npermissions: \(permissions)\nroles:\n  owner: {kind: owner}\n  member: {kind: member}\n"
+            + "assignments:\n\(assignments)\nresources:\n\(resources)\n"
+    }
+
+    static func errors(_ yaml: String) -> [String] {
+        do {
+            _ = try PolicyLoader.compile(yaml: yaml, file: "p.yaml")
+            return []
+        } catch {
+            return error.errors.map { "\($0.line):\($0.column) \($0.message)" }
+        }
+    }
+
+    /// A duplicate key is found at its line whatever breaks the lines: Yams counts a lone CR,
+    /// CRLF, NEL, U+2028 and U+2029 as line breaks (the policy loader once split on LF only,
+    /// and trapped: a reload of such a file killed the server).
+    @Test(arguments: ["\n", "\r\n", "\r", "\u{85}", "\u{2028}", "\u{2029}"])
+    func aDuplicateKeyIsReportedAtItsLineWhateverBreaksTheLines(_ newline: String) {
+        let yaml = Self.policy(assignments: "  v: {grants: [p]}\n  v: {grants: []}")
+            .replacingOccurrences(of: "\n", with: newline)
+        #expect(Self.errors(yaml) == ["8:3 duplicate key `v`"])
+    }
+
+    /// What a bad policy can cost is bounded: its size, and what an anchor aliased many times
+    /// can multiply (resource types, actions, list items, assignments), each said at once.
+    @Test func boundsAreSaidBeforeTheWorkTheyBound() {
+        #expect(Self.errors(String(repeating: "#", count: PolicyLoader.maxBytes + 1)).first
+                == "1:1 the policy is 262145 bytes; at most 262144 are read (a policy is a few kilobytes)")
+        let actions = (0..<20).map { "    a\($0): member" }.joined(separator: "\n")
+        let types = (1..<1_100).map { "  t\($0): *A" }.joined(separator: "\n")
+        #expect(Self.errors(Self.policy(resources: "  t0: &A\n\(actions)\n\(types)"))
+                == ["9:3 1100 resource types declared; at most 1024 are supported"])
+        let many = (0..<1_000).map { "    a\($0): member" }.joined(separator: "\n")
+        let some = (1..<20).map { "  t\($0): *A" }.joined(separator: "\n")
+        #expect(Self.errors(Self.policy(resources: "  t0: &A\n\(many)\n\(some)"))
+                == ["1025:3 resource type `t16` brings the actions to 17000; at most 16384 are supported in all"])
+        #expect(Self.errors(Self.policy(permissions: "[p, " + (1..<100).map { "p\($0)" }.joined(separator: ", ") + "]"))
+                == ["2:14 100 permissions declared; at most 64 are supported"])
+        #expect(Self.errors(Self.policy(assignments: (0..<65).map { "  v\($0): {grants: [p]}" }.joined(separator: "\n")))
+                == ["7:3 65 assignments declared; at most 64 global assignments are supported"])
+        let grants = "[" + Array(repeating: "p", count: 1_025).joined(separator: ", ") + "]"
+        #expect(Self.errors(Self.policy(assignments: "  v: {grants: \(grants)}"))
+                == ["7:15 `grants` of `v` has 1025 items; at most 1024 are read"])
+    }
+
+    /// One mistake repeated through an alias is listed 100 times, then said to go on.
+    @Test func errorsStopAtOneHundred() {
+        let actions = (0..<300).map { "    a\($0): {require: nope}" }.joined(separator: "\n")
+        let errors = Self.errors(Self.policy(resources: "  t0:\n\(actions)"))
+        #expect(errors.count == 101)
+        #expect(errors.last?.hasSuffix("more errors follow; the first 100 are listed") == true)
+    }
 }
