@@ -10,8 +10,10 @@ struct Sync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Push membership records (JSON Lines) to a server, or straight into a store file.",
         discussion: """
-        Records are validated locally first (file:line errors, nothing sent). In apply mode they go in \
-        batches, each atomic; --replace sends the whole state as one atomic replace. \
+        Every line's form is validated locally first (file:line errors, nothing sent). What depends on the \
+        server's data (an unknown org, role or assignment) is checked by the server, batch by batch: in apply \
+        mode records go in batches, each atomic, and the batches before a refused one stay applied (said on \
+        exit); --replace sends the whole state as one atomic replace. \
         Exit status: 0 done, 1 invalid input, 2 server unreachable or refused (token, conflict).
         """
     )
@@ -76,7 +78,8 @@ struct Sync: AsyncParsableCommand {
                 rawStarts.append((file == "-" ? "<stdin>" : file, rawLines + 1))
                 // The bytes validated are the bytes sent (a single input is not copied).
                 if raw.isEmpty { raw = data } else { raw.append(data) }
-                if data.last != UInt8(ascii: "\n") { raw.append(UInt8(ascii: "\n")) }
+                // An empty input adds no line (`rawLines` counts none for it).
+                if !data.isEmpty && data.last != UInt8(ascii: "\n") { raw.append(UInt8(ascii: "\n")) }
                 let breaks = data.withUnsafeBytes { bytes in bytes.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) } }
                 rawLines += breaks + (data.last == UInt8(ascii: "\n") || data.isEmpty ? 0 : 1)
             }
@@ -118,7 +121,11 @@ struct Sync: AsyncParsableCommand {
                     return origins.indices.contains(i) ? "\(origins[i].file):\(origins[i].line)" : "batch line \(line)"
                 }
             }
-            let outcome = try await pushWithRetry(client, body, expected: expected, range: range, locate: locate)
+            // Said if this batch fails: what earlier batches did stays done.
+            let applied = range.lowerBound == 0 ? nil
+                : "note: \(range.lowerBound == 1 ? "the record" : "the \(range.lowerBound) records") before this batch "
+                + "\(range.lowerBound == 1 ? "was" : "were") applied (revision \(totals.revision)); none from \(locate(1)) on"
+            let outcome = try await pushWithRetry(client, body, expected: expected, applied: applied, locate: locate)
             totals.upserted += outcome.upserted
             totals.deleted += outcome.deleted
             totals.revision = outcome.revision
@@ -133,8 +140,13 @@ struct Sync: AsyncParsableCommand {
             + String(format: "%.2f s, %.0f records/s", secs, Double(recordCount) / max(secs, 1e-9)))
     }
 
-    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, range: Range<Int>,
+    /// `applied`: what to say, on failure, of the batches already applied.
+    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, applied: String?,
                                locate: (Int) -> String) async throws -> AuthzClient.SyncOutcome {
+        func fail(_ code: Int32) -> ExitCode {
+            if let applied { printError(applied) }
+            return ExitCode(code)
+        }
         var delay: Double = 0.25
         var attempt = 1
         while true {
@@ -146,7 +158,7 @@ struct Sync: AsyncParsableCommand {
                 case .unreachable, .refused(status: 503, _, _, _):
                     guard attempt < retries else {
                         printError("error: \(error) (gave up after \(attempt) attempts)")
-                        throw ExitCode(2)
+                        throw fail(2)
                     }
                     printError("\(error); retrying in \(String(format: "%.2g", delay)) s")
                     try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
@@ -160,14 +172,13 @@ struct Sync: AsyncParsableCommand {
                         let at = locate(e.line)
                         printError("\(at): \(e.detail)")
                     }
-                    throw ExitCode(1)
+                    throw fail(1)
                 case .refused(let status, let code, let message, _):
                     printError("error: the server refused the sync (\(status) \(code)): \(message)")
-                    if range.lowerBound > 0 { printError("note: the \(range.lowerBound) records before this batch were applied") }
-                    throw ExitCode(2)
+                    throw fail(2)
                 case .badResponse(let m):
                     printError("error: unexpected answer from the server: \(m)")
-                    throw ExitCode(2)
+                    throw fail(2)
                 case .unreadable(let m):
                     printError("error: cannot read \(m)")
                     throw ExitCode(1)

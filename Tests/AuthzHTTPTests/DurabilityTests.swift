@@ -535,6 +535,33 @@ struct DurabilityTests {
         let misused = try runAuthz(["sync", "--store", scratch.path("other.sqlite"), "--gzip", padded], in: scratch)
         #expect(misused.status == 64, "\(misused.stderr)")
         #expect(misused.stderr.contains("--gzip compresses what is sent to a server"), "\(misused.stderr)")
+
+        // 1, with the server finding the error in a later batch: the batches before it stay
+        // applied, and the command says so (and from where nothing was).
+        let partial = try scratch.write("partial.jsonl", """
+        {"kind":"member","org":"acme","user":"u9","role":"member"}
+        {"kind":"member","org":"nowhere","user":"u9","role":"member"}
+        """)
+        let half = try runAuthz(["sync", "--server", url, "--batch-size", "1", partial], environment: token, in: scratch)
+        #expect(half.status == 1)
+        #expect(half.stderr.contains("partial.jsonl:2: field `org`: unknown org `nowhere`"), "\(half.stderr)")
+        #expect(half.stderr.contains("note: the record before this batch was applied (revision 6); none from \(partial):2 on"),
+                "\(half.stderr)")
+        #expect(try server.http.readyRevision() == 6)
+
+        // A replace from an empty file and another: the server's line numbers map to the
+        // second file's own (an empty input adds no line to the body).
+        let empty = try scratch.write("empty.jsonl", "")
+        let third = try scratch.write("third.jsonl", """
+        {"kind":"org","id":"acme"}
+        {"kind":"user","id":"u9"}
+        {"kind":"member","org":"nowhere","user":"u9","role":"member"}
+        """)
+        let located = try runAuthz(["sync", "--server", url, "--replace", empty, third], environment: token, in: scratch)
+        #expect(located.status == 1)
+        #expect(located.stderr.contains("third.jsonl:3: field `org`"), "\(located.stderr)")
+        #expect(!located.stderr.contains("note:"), "\(located.stderr)")
+        #expect(try server.http.readyRevision() == 6)
     }
 }
 
