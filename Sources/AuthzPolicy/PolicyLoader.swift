@@ -123,9 +123,34 @@ public enum PolicyLoader {
             throw PolicyErrors([PolicyError(file: path, line: 0, column: 0, message: "cannot read the policy file")])
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            throw PolicyErrors([PolicyError(file: path, line: 0, column: 0, message: "the policy file is not UTF-8")])
+            // Where: the line and column (in bytes) of the first byte that is not UTF-8.
+            let bad = Self.firstInvalidUTF8(data) ?? 0
+            let before = data.prefix(bad)
+            let line = before.reduce(1) { $0 + ($1 == 0x0A ? 1 : 0) }
+            let column = bad - (before.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1
+            throw PolicyErrors([PolicyError(file: path, line: line, column: column, message: "the policy file is not UTF-8 (a byte 0x\(String(data[bad], radix: 16)) here)")])
         }
         return text
+    }
+
+    /// The offset of the first byte of `data` that does not belong to valid UTF-8.
+    static func firstInvalidUTF8(_ data: Data) -> Int? {
+        var decoder = UTF8()
+        var it = data.makeIterator()
+        var consumed = 0, start = 0
+        var iterator = AnyIterator { () -> UInt8? in
+            let b = it.next()
+            if b != nil { consumed += 1 }
+            return b
+        }
+        while true {
+            start = consumed
+            switch decoder.decode(&iterator) {
+            case .scalarValue: continue
+            case .emptyInput: return nil
+            case .error: return start
+            }
+        }
     }
 
     private static func syntaxError(_ error: YamlError, file: String) -> PolicyError {
@@ -347,7 +372,9 @@ struct PolicyValidator {
             if let s = fields.first(where: { $0.key == "statuses" })?.value {
                 let list = strings(s, "`statuses`")
                 var seen: Set<String> = []
-                for (status, n) in list where !seen.insert(status).inserted { error(n, "duplicate status `\(status)`") }
+                for (status, n) in list where name(status, n, "invitation status") && !seen.insert(status).inserted {
+                    error(n, "duplicate status `\(status)`")
+                }
                 if list.isEmpty { error(s, "`statuses` needs at least one status (the first is the open one)") } else { statuses = list.map(\.0) }
             }
         }
@@ -363,6 +390,11 @@ struct PolicyValidator {
             } else {
                 for (typeName, keyNode, value) in mapping(node, "`resources`") {
                     guard name(typeName, keyNode, "resource type") else { continue }
+                    // A resource is `<type>:<id>`, split at its first colon.
+                    if typeName.contains(":") {
+                        error(keyNode, "resource type `\(typeName)` contains `:`, so no resource could name it (a resource is `<type>:<id>`)")
+                        continue
+                    }
                     if let m = value.mapping, actionCount + m.count > Self.maxActions {
                         error(keyNode, "resource type `\(typeName)` brings the actions to \(actionCount + m.count); at most \(Self.maxActions) are supported in all")
                         break

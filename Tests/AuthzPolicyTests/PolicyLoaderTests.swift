@@ -168,4 +168,29 @@ func shipped(_ relative: String) -> String { packageRoot + "/" + relative }
         #expect(errors.count == 101)
         #expect(errors.last?.hasSuffix("more errors follow; the first 100 are listed") == true)
     }
+
+    /// A resource type with a colon could never be requested (a resource splits at its first
+    /// colon); an invitation status is a name like any other.
+    @Test func namesThatCouldNeverBeUsedAreRefused() {
+        let yaml = Self.policy(resources: "  \"e:f\": {read: member}\n  t: {read: member}")
+            + "invitations:\n  statuses: [pending, \"a b\", \"\"]\n"
+        #expect(Self.errors(yaml) == [
+            "9:3 resource type `e:f` contains `:`, so no resource could name it (a resource is `<type>:<id>`)",
+            "12:23 invitation status `a b` is not a valid name (no spaces or control characters)",
+            "12:30 invitation status `` is not a valid name (no spaces or control characters)",
+        ])
+    }
+
+    /// A file that is not UTF-8 is refused at its first bad byte.
+    @Test func aFileThatIsNotUTF8IsRefusedWhereItStopsBeingUTF8() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("policy-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        FileManager.default.createFile(atPath: path, contents: Data("policy: x\nroles:\n  ow".utf8) + Data([0xC3, 0x28]) + Data("ner: {}\n".utf8))
+        do {
+            _ = try PolicyLoader.load(path: path)
+            Issue.record("a file that is not UTF-8 loaded")
+        } catch {
+            #expect(error.errors.map { "\($0.line):\($0.column) \($0.message)" } == ["3:5 the policy file is not UTF-8 (a byte 0xc3 here)"])
+        }
+    }
 }
