@@ -336,6 +336,9 @@ public struct Directory: Sendable {
         return set
     }
 
+    /// Assignments a member or an invitation may carry (global ones and custom roles).
+    public static var maxAssignments: Int { 256 }
+
     private func roleKind(_ name: String) throws(RecordError) -> RoleKind {
         guard let kind = policy.roleKind(named: name) else {
             throw RecordError("role", "unknown role `\(name)`; expected `\(policy.ownerRole)` or `\(policy.memberRole)`")
@@ -346,13 +349,18 @@ public struct Directory: Sendable {
     /// Resolves assignment names: global ones into a mask, custom ones checked against the
     /// org (returned as indices into `names`, each role once).
     private func resolveAssignments(_ names: [String], org: String) throws(RecordError) -> (UInt64, [Int]) {
+        // A check reads every custom role of its member: their number is bounded.
+        guard names.count <= Self.maxAssignments else {
+            throw RecordError("assignments", "\(names.count) assignments; at most \(Self.maxAssignments) are allowed")
+        }
         var mask: UInt64 = 0
         var custom: [Int] = []
+        var seen: Set<String> = []
         for (i, n) in names.enumerated() {
             if let a = policy.assignmentID(named: n) {
                 mask |= 1 << UInt64(a)
             } else if roles[org, n] != nil {
-                if !custom.contains(where: { names[$0] == n }) { custom.append(i) }
+                if seen.insert(n).inserted { custom.append(i) }
             } else {
                 throw RecordError("assignments[\(i)]", "unknown assignment `\(n)`: not a global assignment nor a custom role of org `\(org)`")
             }

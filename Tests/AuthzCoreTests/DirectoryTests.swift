@@ -134,6 +134,22 @@ private func apply(_ dir: Directory, _ records: Record...) throws -> Directory {
         #expect(errors[0].message.hasPrefix("unknown assignment `ops`"))
     }
 
+    /// A check reads every custom role of its member, so a record carries a bounded number
+    /// of assignments; repeated names count once.
+    @Test func assignmentsAreBoundedAndCountedOnce() throws {
+        let many = Array(repeating: "ci-bot", count: Directory.maxAssignments)
+        let ok = try apply(try directory(), .member(.init(org: "acme", user: "u9", role: "member", assignments: many)))
+        #expect(try ok.check(CheckRequest(subject: "user:u9", action: "delete", resource: "sandbox:s", org: "acme"),
+                             now: Timestamp(seconds: 0)).allowed)
+        #expect(ok.records().contains(.member(.init(org: "acme", user: "u9", role: "member", assignments: many))))
+        let errors = Fixtures.errors(applying: [
+            .member(.init(org: "acme", user: "u9", role: "member", assignments: many + ["dev"])),
+            .invitation(.init(id: "inv9", org: "acme", email: "a@x.io", role: "member", assignments: many + ["dev"], status: "pending")),
+        ], to: try directory())
+        #expect(errors.map(\.field) == ["assignments", "assignments"])
+        #expect(errors.first?.message == "257 assignments; at most 256 are allowed")
+    }
+
     @Test func unknownPermissionNamesItsIndex() throws {
         let errors = Fixtures.errors(applying: [
             .role(.init(org: "acme", id: "auditor", permissions: ["read:billing", "read:secrets"])),
