@@ -302,6 +302,24 @@ public enum Identifier {
     public static func isValid(_ s: String) -> Bool {
         withBytes(s) { b in b.count > 0 && b.count <= 512 && allBytes(b, above: 0x20) }
     }
+
+    /// `s` as an error message quotes input: control characters as `\u{..}` escapes, and
+    /// at most 64 characters of it (then `...` and its length), so a 50 MB value or a NUL
+    /// does not travel into logs and answers as it is.
+    public static func quotable(_ s: String) -> String {
+        var out = ""
+        var count = 0
+        for c in s.unicodeScalars {
+            if count == 64 { return out + "...(\(s.utf8.count) bytes)" }
+            if c.value < 0x20 || c.value == 0x7F || (0x80..<0xA0).contains(c.value) {
+                out += "\\u{\(String(c.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(c)
+            }
+            count += 1
+        }
+        return out
+    }
 }
 
 /// Whether every byte of `b` is greater than `floor` (below 0x80) and not DEL (0x7F), eight

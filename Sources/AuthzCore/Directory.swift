@@ -308,7 +308,7 @@ public struct Directory: Sendable {
 
     private static func requireID(_ id: String, _ field: String) throws(RecordError) {
         guard Identifier.isValid(id) else {
-            throw RecordError(field, id.isEmpty ? "must not be empty" : "`\(id)` is not a valid id (no spaces or control characters, at most 512 bytes)")
+            throw RecordError(field, id.isEmpty ? "must not be empty" : "`\(Identifier.quotable(id))` is not a valid id (no spaces or control characters, at most 512 bytes)")
         }
     }
 

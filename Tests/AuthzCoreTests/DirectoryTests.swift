@@ -150,6 +150,20 @@ private func apply(_ dir: Directory, _ records: Record...) throws -> Directory {
         #expect(errors.first?.message == "257 assignments; at most 256 are allowed")
     }
 
+    /// An invalid id is quoted in its error with control characters escaped and at most 64
+    /// characters (a 10 KB id is not sent back whole).
+    @Test func anInvalidIdIsQuotedEscapedAndClipped() throws {
+        let long = String(repeating: "x", count: 10_000)
+        let errors = Fixtures.errors(applying: [
+            .org(.init(id: "a\u{0}b\u{1F}c")),
+            .org(.init(id: long)),
+        ], to: try directory())
+        #expect(errors.map(\.message) == [
+            "`a\\u{0}b\\u{1f}c` is not a valid id (no spaces or control characters, at most 512 bytes)",
+            "`\(String(repeating: "x", count: 64))...(10000 bytes)` is not a valid id (no spaces or control characters, at most 512 bytes)",
+        ])
+    }
+
     @Test func unknownPermissionNamesItsIndex() throws {
         let errors = Fixtures.errors(applying: [
             .role(.init(org: "acme", id: "auditor", permissions: ["read:billing", "read:secrets"])),
