@@ -23,7 +23,8 @@ import Darwin
 /// strings, with JSON whitespace (space, tab, CR, LF) between tokens, and that reads as a
 /// valid record (`RecordReader`'s rules, mirrored in `record()`). It gives up on anything else,
 /// among it what Foundation accepts but treats in its own way: duplicate keys (the last one
-/// wins), trailing commas, and a byte order mark inside a string (dropped when it starts one).
+/// wins) and trailing commas. (A U+FEFF written as bytes inside a string, which Foundation
+/// drops where it starts one, the reference decoder has Foundation read escaped: it is kept.)
 ///
 /// One decoder serves one thread; it keeps its buffers from line to line.
 struct FastRecordDecoder {
@@ -326,8 +327,7 @@ struct FastRecordDecoder {
     }
 
     /// One well-formed UTF-8 sequence of 2 to 4 bytes (Unicode table 3-7: no overlong forms, no
-    /// surrogates, nothing above U+10FFFF), at its lead byte. Gives up on U+FEFF written as
-    /// bytes, which Foundation drops when it starts a string.
+    /// surrogates, nothing above U+10FFFF), at its lead byte.
     private mutating func scanMultibyteScalar() throws(GiveUp) {
         let lead = bytes[position]
         let length: Int
@@ -344,7 +344,6 @@ struct FastRecordDecoder {
         }
         guard position + length <= bytes.count, (low...high).contains(bytes[position + 1]) else { throw GiveUp() }
         for i in (position + 2)..<(position + length) where !(0x80...0xBF).contains(bytes[i]) { throw GiveUp() }
-        if lead == 0xEF, bytes[position + 1] == 0xBB, bytes[position + 2] == 0xBF { throw GiveUp() }
         position += length
     }
 

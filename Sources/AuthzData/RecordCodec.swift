@@ -35,11 +35,18 @@ public enum RecordCodec {
     /// The reference decoder: `JSONSerialization`, then `RecordReader`. It decides every line
     /// `FastRecordDecoder` is not sure of, and writes every error message.
     static func foundationDecode(line: Data, number: Int) throws(DataError) -> Record {
+        // A U+FEFF written as bytes is read as the escaped one, which Foundation keeps.
+        let escaped = JSONText.escapingByteOrderMarks(line)
         let value: Any
         do {
-            value = try JSONSerialization.jsonObject(with: line, options: [.fragmentsAllowed])
+            value = try JSONSerialization.jsonObject(with: escaped ?? line, options: [.fragmentsAllowed])
         } catch {
-            throw DataError(line: number, field: nil, message: "malformed JSON: \(reason(error))")
+            // The line's own error, whose positions are those of the line as sent.
+            var shown = error
+            if escaped != nil {
+                do { _ = try JSONSerialization.jsonObject(with: line, options: [.fragmentsAllowed]) } catch { shown = error }
+            }
+            throw DataError(line: number, field: nil, message: "malformed JSON: \(reason(shown))")
         }
         guard let object = value as? [String: Any] else {
             throw DataError(line: number, field: nil, message: "expected a JSON object, found \(JSONValue.describe(value))")

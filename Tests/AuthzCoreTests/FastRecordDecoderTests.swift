@@ -119,6 +119,8 @@ import Testing
         #"{"kind":"invitation","op":"delete","id":"i"}"#,
         #"{"kind":"user","op":"delete","id":"u"}"#,
         #"{"kind":"user","id":""}"#,
+        // U+FEFF written as bytes: starting a string, after an escape, in an array, twice, alone.
+        "{\"kind\":\"member\",\"org\":\"\u{FEFF}a\",\"user\":\"\\n\u{FEFF}u\",\"role\":\"\u{FEFF}\",\"assignments\":[\"\u{FEFF}\u{FEFF}x\"]}",
     ]
 
     @Test(arguments: plainLines)
@@ -248,11 +250,37 @@ import Testing
         for line in [
             #"{"kind":"org","id":"a","id":"b"}"#, // duplicate keys: the last wins
             #"{"kind":"org","id":"a",}"#, // trailing comma
-            "{\"kind\":\"user\",\"id\":\"\u{FEFF}a\"}", // a byte order mark starting a string is dropped
         ] {
             #expect(Self.fast(Array(line.utf8)) == nil, "\(line)")
             #expect(Self.disagreement(Array(line.utf8)).problem == nil)
         }
+    }
+
+    /// A U+FEFF written as bytes is kept, as the escaped one is, on both paths (Foundation
+    /// dropped it where it started a run of a string's unescaped characters: "\xEF\xBB\xBFbob"
+    /// was `bob`).
+    @Test func aByteOrderMarkInAStringIsKeptAsSent() throws {
+        let raw = "{\"kind\":\"member\",\"org\":\"acme\",\"user\":\"\u{FEFF}bob\",\"role\":\"member\"}"
+        let escaped = #"{"kind":"member","org":"acme","user":"\ufeffbob","role":"member"}"#
+        // An escaped key: the fast path gives up, the reference decides.
+        let fallback = "{\"\\u006bind\":\"member\",\"org\":\"acme\",\"user\":\"\\t\u{FEFF}bob\",\"role\":\"member\"}"
+        #expect(Self.fast(Array(fallback.utf8)) == nil)
+        for line in [raw, escaped] {
+            let outcome = Self.reference(Array(line.utf8))
+            guard case .record(.member(let m), _) = outcome else { Issue.record("\(line): \(outcome)"); continue }
+            #expect(Array(m.user.utf8) == [0xEF, 0xBB, 0xBF] + Array("bob".utf8), "\(line)")
+            #expect(Self.disagreement(Array(line.utf8)).problem == nil)
+        }
+        guard case .record(.member(let m), _) = Self.reference(Array(fallback.utf8)) else { Issue.record("not a member"); return }
+        #expect(Array(m.user.utf8) == [0x09, 0xEF, 0xBB, 0xBF] + Array("bob".utf8))
+        // In a key it is part of the key, which is then no field.
+        let key = "{\"kind\":\"org\",\"\u{FEFF}id\":\"a\",\"id\":\"b\"}"
+        #expect(Self.decode(Array(key.utf8)) == .error(DataError(line: 3, field: "\u{FEFF}id", message: "unknown field `\u{FEFF}id` for kind `org`")))
+        // Malformed JSON is reported at its place in the line as sent: as where three other
+        // bytes stand for the U+FEFF.
+        let broken = Self.decode(Array("{\"kind\":\"org\",\"id\":\"\u{FEFF}a\" x}".utf8))
+        #expect(broken == Self.decode(Array(#"{"kind":"org","id":"abca" x}"#.utf8)))
+        #expect("\(broken)".contains("character 26"), "\(broken)")
     }
 
     // MARK: Random mutations

@@ -433,6 +433,25 @@ struct SyncTests {
         #expect((batchAfter.json["results"] as? [[String: Any]])?.first?["allowed"] as? Bool == true)
     }
 
+    /// An id is kept as sent: a U+FEFF written as bytes at its start (once dropped, so that
+    /// `\xEF\xBB\xBFu9` made a membership for `u9`) is the id's, as the escaped `\ufeff` is.
+    @Test func anIdIsKeptByteForByte() throws {
+        let live = try SyncServer()
+        defer { live.stop() }
+        let http = live.http
+        try live.synced(syncSeed)
+        func reason(_ user: String) throws -> String? {
+            let r = try http.post("/v1/check", json: #"{"subject":"user:\#(user)","action":"read","resource":"sandbox:s","org":"acme"}"#)
+            return r.json["reason"] as? String
+        }
+        try live.synced("{\"kind\":\"member\",\"org\":\"acme\",\"user\":\"\u{FEFF}u9\",\"role\":\"member\"}")
+        #expect(try reason(#"\ufeffu9"#) == "membership")
+        #expect(try reason("u9") == "not_member")
+        // The escaped spelling names the same membership.
+        try live.synced(#"{"kind":"member","op":"delete","org":"acme","user":"\ufeffu9"}"#)
+        #expect(try reason(#"\ufeffu9"#) == "not_member")
+    }
+
     /// A batch with one bad line among good ones; in apply mode the bad line is line 3 (line 2
     /// is blank, and blank lines count).
     struct BadBatch: Sendable, CustomTestStringConvertible {
