@@ -22,8 +22,8 @@ import Darwin
 /// values are strings (any JSON escape, valid UTF-8), `true`, `false`, `null` or arrays of
 /// strings, with JSON whitespace (space, tab, CR, LF) between tokens, and that reads as a
 /// valid record (`RecordReader`'s rules, mirrored in `record()`). It gives up on anything else,
-/// among it what Foundation accepts but treats in its own way: duplicate keys (the last one
-/// wins) and trailing commas. (A U+FEFF written as bytes inside a string, which Foundation
+/// among it duplicate keys (an error, which the reference decoder reports) and what Foundation
+/// accepts but treats in its own way: trailing commas. (A U+FEFF written as bytes inside a string, which Foundation
 /// drops where it starts one, the reference decoder has Foundation read escaped: it is kept.)
 ///
 /// One decoder serves one thread; it keeps its buffers from line to line.

@@ -43,4 +43,41 @@ enum JSONText {
             return out
         }
     }
+
+    /// The first key of the object in `line` that repeats one before it, or nil. Foundation
+    /// keeps the last of repeated keys, so that `"op":"delete","op":"upsert"` upserted;
+    /// `distinct` is how many keys its object of the line has: with as many in the text, none
+    /// repeats, and no key is decoded. `line` is one JSON object, as Foundation read it.
+    static func repeatedKey(in line: Data, distinct: Int) -> String? {
+        line.withUnsafeBytes { (b: UnsafeRawBufferPointer) -> String? in
+            var keys: [Range<Int>] = [] // the object's own keys, each with its quotes
+            var depth = 0
+            var i = 0
+            while i < b.count {
+                switch b[i] {
+                case quote:
+                    let start = i
+                    i += 1
+                    while i < b.count && b[i] != quote { i += b[i] == backslash ? 2 : 1 }
+                    i = min(i + 1, b.count)
+                    // A string in the object itself is a key when a colon follows it.
+                    var next = i
+                    while next < b.count, [0x20, 0x09, 0x0A, 0x0D].contains(b[next]) { next += 1 }
+                    if depth == 1, next < b.count, b[next] == UInt8(ascii: ":") { keys.append(start..<i) }
+                    continue
+                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+                default: break
+                }
+                i += 1
+            }
+            guard keys.count > distinct else { return nil }
+            var seen = Set<String>()
+            for range in keys {
+                let key = (try? JSONSerialization.jsonObject(with: Data(b[range]), options: [.fragmentsAllowed])) as? String
+                if let key, !seen.insert(key).inserted { return key }
+            }
+            return nil
+        }
+    }
 }

@@ -120,6 +120,16 @@ private let t2027 = Timestamp(rfc3339: "2027-01-01T00:00:00Z")!
         (#"{"kind":"org","id":"acme","zeta":1,"alpha":2}"#, "alpha", "unknown field `alpha` for kind `org`"),
         (#"{"kind":"member","op":"delete","org":"acme","user":"u1","role":"member"}"#, "role",
          "unknown field `role` for a delete of kind `member`, which names only `org`, `user`"),
+        // A field given twice, however spelled, before anything else is read (the last one won).
+        (#"{"kind":"member","org":"acme","user":"bob","role":"member","op":"delete","op":"upsert"}"#, "op",
+         "duplicate field `op`; each field may appear only once"),
+        (#"{"kind":"member","org":"acme","user":"bob","role":"member","assignments":["super_admin"],"assignments":[]}"#,
+         "assignments", "duplicate field `assignments`"),
+        (#"{"kind":"org","id":"a", "id" : "b"}"#, "id", "duplicate field `id`"),
+        (#"{"kind":"org","id":"a","zeta":1,"alpha":2,"zeta":3}"#, "zeta", "duplicate field `zeta`"),
+        (#"{"kind":"team","kind":"org","id":"a","id":"b"}"#, "kind", "duplicate field `kind`"),
+        // Keys of a nested object are not the line's fields.
+        (#"{"kind":"user","id":"u1","email":{"a":1,"a":2}}"#, "email", "expected a string"),
     ]
 
     @Test(arguments: badLines)

@@ -475,6 +475,10 @@ struct SyncTests {
               field: nil, message: "still assigned"),
         .init(name: "invalid invitation status", line: #"{"kind":"invitation","id":"i2","org":"acme","email":"x@example.com","role":"member","status":"maybe"}"#,
               field: "status", message: "unknown status `maybe`"),
+        .init(name: "an op given twice", line: #"{"kind":"member","org":"acme","user":"u3","role":"member","op":"delete","op":"upsert"}"#,
+              field: "op", message: "duplicate field `op`"),
+        .init(name: "assignments given twice", line: #"{"kind":"member","org":"acme","user":"u3","role":"member","assignments":["cleaner"],"assignments":[]}"#,
+              field: "assignments", message: "duplicate field `assignments`"),
         .init(name: "invalid timestamp", line: #"{"kind":"api_key","id":"k9","org":"acme","user":"u1","permissions":[],"expires_at":"tomorrow"}"#,
               field: "expires_at", message: "not an RFC 3339 timestamp"),
     ]
