@@ -576,10 +576,10 @@ public struct Directory: Sendable {
         case .role(let org, let id):
             guard let role = roles[org, id] else { return }
             if role.assigned > 0 {
-                throw RecordError(nil, "custom role `\(id)` of org `\(org)` is still assigned to \(role.assigned) member\(role.assigned == 1 ? "" : "s"); update them first")
+                throw RecordError("id", "custom role `\(id)` of org `\(org)` is still assigned to \(role.assigned) member\(role.assigned == 1 ? "" : "s"); update them first")
             }
             if role.invited > 0 {
-                throw RecordError(nil, "custom role `\(id)` of org `\(org)` is still offered by \(role.invited) invitation\(role.invited == 1 ? "" : "s"); update or delete them first")
+                throw RecordError("id", "custom role `\(id)` of org `\(org)` is still offered by \(role.invited) invitation\(role.invited == 1 ? "" : "s"); update or delete them first")
             }
             roles[org, id] = nil
             permissionLists.release(role.permissions)

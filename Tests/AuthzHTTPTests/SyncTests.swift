@@ -472,7 +472,7 @@ struct SyncTests {
         .init(name: "member of an unknown org", line: #"{"kind":"member","org":"nowhere","user":"u3","role":"member"}"#,
               field: "org", message: "unknown org `nowhere`"),
         .init(name: "deleting a custom role still assigned", line: #"{"kind":"role","op":"delete","org":"acme","id":"cleaner"}"#,
-              field: nil, message: "still assigned"),
+              field: "id", message: "still assigned"),
         .init(name: "invalid invitation status", line: #"{"kind":"invitation","id":"i2","org":"acme","email":"x@example.com","role":"member","status":"maybe"}"#,
               field: "status", message: "unknown status `maybe`"),
         .init(name: "an op given twice", line: #"{"kind":"member","org":"acme","user":"u3","role":"member","op":"delete","op":"upsert"}"#,
