@@ -20,7 +20,7 @@ public struct Directory: Sendable {
         var suspended: Bool
     }
 
-    /// Payload: the email, then its lowercased form when that differs (rarely).
+    /// Payload: the email.
     struct UserEntry: Sendable {
         /// Bytes of the email; 0 for none (an email is never empty).
         var emailLength: UInt32
@@ -72,7 +72,7 @@ public struct Directory: Sendable {
         var orgLength: UInt32
     }
 
-    /// Payload: the org id, the email, then its lowercased form when that differs.
+    /// Payload: the org id, then the email.
     struct InvitationEntry: Sendable {
         var role: String
         var status: String
@@ -288,7 +288,7 @@ public struct Directory: Sendable {
         }
         let email = r.email ?? ""
         users.upsert(r.id, UserEntry(emailLength: UInt32(email.utf8.count), emailVerified: r.emailVerified),
-                     payload: email, Directory.foldedIfDifferent(email))
+                     payload: email)
     }
 
     /// An empty map of users, as every directory holds one.
@@ -455,7 +455,7 @@ public struct Directory: Sendable {
                                         open: statusIndex == 0)
             // The invitation it replaces may be of another org: read which before the payload goes.
             let previous = invitation(r.id)
-            invitations.upsert(r.id, entry, payload: r.org, r.email, Directory.foldedIfDifferent(r.email))
+            invitations.upsert(r.id, entry, payload: r.org, r.email)
             if let (old, org) = previous { unlink(invitation: old, org: org) }
             withBytes(r.org) { org in list.forEachCustomRole { c in roles.update(org, c) { $0.invited += 1 } } }
 
@@ -464,50 +464,34 @@ public struct Directory: Sendable {
         }
     }
 
-    /// Whether lowercasing could change an email: it has an ASCII uppercase letter or a
-    /// non-ASCII byte (a plain loop: `contains` with a closure took ~10 instructions a byte).
-    private static func mayFold(_ b: UnsafeRawBufferPointer) -> Bool {
-        for c in b where c >= 0x80 || c &- 0x41 < 26 { return true }
-        return false
-    }
-
-    /// `email` lowercased if that changes its bytes, else empty: what a payload stores after
-    /// the email (nothing, usually).
-    static func foldedIfDifferent(_ email: String) -> String {
-        guard withBytes(email, mayFold) else { return "" }
-        let folded = email.lowercased()
-        return withBytes(folded) { f in withBytes(email) { bytesEqual(f, $0) } } ? "" : folded
-    }
-
-    /// The lowercased form of the email at `start..<start + length` of a payload: what
-    /// follows the email when the payload stores a different lowercased form, else the email.
-    @inline(__always)
-    static func foldedEmail(_ payload: UnsafeRawBufferPointer, start: Int, length: Int) -> UnsafeRawBufferPointer {
-        let end = start + length
-        return UnsafeRawBufferPointer(rebasing: end < payload.count ? payload[end...] : payload[start..<end])
-    }
-
-    /// Whether two lowercased emails are the same, as `String`s compare them: by bytes, and
-    /// for non-ASCII ones also by canonical equivalence (allocating, only then).
+    /// Whether two emails are the same address for an invitation: equal but for ASCII case
+    /// (`A`-`Z` and `a`-`z`), every other byte as it is. Not Unicode case mapping nor canonical
+    /// equivalence: they make other strings the same (`\u{212A}im@x.io`, with a KELVIN SIGN,
+    /// lowercases to `kim@x.io`), so the holder of one address could accept an invitation sent
+    /// to another.
     static func sameEmail(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        guard a.count == b.count else { return false }
         if bytesEqual(a, b) { return true }
-        guard a.contains(where: { $0 >= 0x80 }) || b.contains(where: { $0 >= 0x80 }) else { return false }
-        return String(decoding: a, as: UTF8.self) == String(decoding: b, as: UTF8.self)
+        for i in 0..<a.count where a[i] != b[i] {
+            // The two cases of an ASCII letter differ only in bit 0x20, which the lowercase has.
+            guard a[i] ^ b[i] == 0x20, (a[i] | 0x20) &- UInt8(ascii: "a") < 26 else { return false }
+        }
+        return true
     }
 
-    /// The lowercased email an invitation is for, from its entry and payload.
+    /// The email an invitation is for, from its entry and payload.
     @inline(__always)
     static func invitedEmail(_ inv: borrowing InvitationEntry, _ payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        foldedEmail(payload, start: Int(inv.orgLength), length: Int(inv.emailLength))
+        UnsafeRawBufferPointer(rebasing: payload[Int(inv.orgLength)..<Int(inv.orgLength) + Int(inv.emailLength)])
     }
 
-    /// Whether a user (its entry and payload) is the invitee of an invitation for `invited`
-    /// (`invitedEmail`): its email is verified and the same.
+    /// Whether a user (its entry and payload, its email) is the invitee of an invitation for
+    /// `invited` (`invitedEmail`): its email is verified and the same (`sameEmail`).
     @inline(__always)
     static func isInvitee(_ user: borrowing UserEntry, email: UnsafeRawBufferPointer, invited: UnsafeRawBufferPointer) -> Bool {
         let length = Int(user.emailLength)
         guard user.emailVerified, length > 0 else { return false }
-        return sameEmail(foldedEmail(email, start: 0, length: length), invited)
+        return sameEmail(UnsafeRawBufferPointer(rebasing: email[..<length]), invited)
     }
 
     /// The invitation `id` and its org.

@@ -493,6 +493,8 @@ struct SeedRun {
             let t = rng.below(100)
             target = t < 70 ? rng.pick(orgInvitations, or: rng.pick(invitationIDs)) : t < 90 ? rng.pick(invitationIDs) : "inv-unknown"
             if rng.chance(0.7), let inv = model.invitations[target] {
+                // Unicode case folding, looser than the rule (ASCII case only): the near misses
+                // (`JOSÉ` for `josé`) are tried too.
                 let matching = userIDs.filter {
                     model.users[$0]?.email.map { $0.caseInsensitiveCompare(inv.email) == .orderedSame } ?? false
                 }

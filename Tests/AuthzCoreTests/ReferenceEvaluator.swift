@@ -126,6 +126,13 @@ struct ReferenceEvaluator {
         return head.isEmpty || tail.isEmpty ? nil : (head, tail)
     }
 
+    /// "An invitation of the org whose email equals the user's verified email byte for byte
+    /// but for ASCII case."
+    static func sameEmail(_ a: String, _ b: String) -> Bool {
+        func lower(_ c: UInt8) -> UInt8 { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(c) ? c + 32 : c }
+        return a.utf8.map(lower) == b.utf8.map(lower)
+    }
+
     /// Expired: a set time that is not later than now (equal to now is expired).
     static func passed(_ t: Timestamp?, _ now: Timestamp) -> Bool {
         guard let t else { return false }
@@ -247,13 +254,16 @@ struct ReferenceEvaluator {
             case "invitee":
                 let inv = data.invitations[target]
                 let u = data.users[user]
-                let sameEmail = inv.flatMap { inv in u?.email.map { $0.caseInsensitiveCompare(inv.email) == .orderedSame } } ?? false
+                let sameEmail = inv.flatMap { inv in u?.email.map { Self.sameEmail($0, inv.email) } } ?? false
                 if let inv, inv.org == orgID, inv.status == policy.invitationStatuses.first,
                    !Self.passed(inv.expiresAt, now), let u, u.emailVerified, sameEmail {
                     holds = true
                     if u.email != inv.email { seen.insert(.inviteeEmailInOtherCase) }
                 } else {
                     holds = false
+                    if let inv, let email = u?.email, !sameEmail, email.caseInsensitiveCompare(inv.email) == .orderedSame {
+                        seen.insert(.inviteeEmailInOtherUnicodeCase)
+                    }
                     if let inv, sameEmail {
                         if inv.org != orgID { seen.insert(.invitationOfOtherOrg) }
                         else if inv.status != policy.invitationStatuses.first { seen.insert(.invitationClosed) }
@@ -300,7 +310,8 @@ struct Situation: RawRepresentable, Hashable, Comparable, CustomStringConvertibl
     static let suspensionNotOver = Situation(rawValue: "suspended_until after now")
     static let ownerAmongOwners = Situation(rawValue: "target owner, not the only one")
     static let targetNotAnOwner = Situation(rawValue: "target not an owner: never the last owner")
-    static let inviteeEmailInOtherCase = Situation(rawValue: "invitee email in another case")
+    static let inviteeEmailInOtherCase = Situation(rawValue: "invitee email in another ASCII case")
+    static let inviteeEmailInOtherUnicodeCase = Situation(rawValue: "email the same but for non-ASCII case: not the invitee")
     static let invitationOfOtherOrg = Situation(rawValue: "matching invitation of another org")
     static let invitationClosed = Situation(rawValue: "matching invitation not pending")
     static let invitationExpiringNow = Situation(rawValue: "matching invitation expiring at now")
@@ -311,7 +322,7 @@ struct Situation: RawRepresentable, Hashable, Comparable, CustomStringConvertibl
     static let notable: [Situation] = [
         keyExpiringNow, keyNotYetExpired, emptyKeyMembership, keyBeyondItsUser, grantedByAlias, grantedByCustomRole,
         suspendedIndefinitely, suspensionEndingNow, suspensionOver, suspensionNotOver, ownerAmongOwners,
-        targetNotAnOwner, inviteeEmailInOtherCase, invitationOfOtherOrg, invitationClosed, invitationExpiringNow,
+        targetNotAnOwner, inviteeEmailInOtherCase, inviteeEmailInOtherUnicodeCase, invitationOfOtherOrg, invitationClosed, invitationExpiringNow,
         inviteeUnverified, ownerOnOthersKey, ownKey,
     ]
 

@@ -26,7 +26,7 @@ import Testing
         for u in 0..<24 {
             let email: String? = switch u % 4 {
             case 0: nil
-            case 1: "User\(u)@Example.IO"   // stored with its lowercased form
+            case 1: "User\(u)@Example.IO"   // in another ASCII case than `i1` names it
             case 2: "caf\u{E9}\(u)@x.io"    // non-ASCII, already lowercase
             default: "user\(u)@x.io"
             }
@@ -43,8 +43,8 @@ import Testing
             }
         }
         r.append(.member(.init(org: "solo", user: "u1", role: "owner")))
-        // The invitee's email as the user spelled it, in another case, and canonically
-        // equivalent (decomposed é): each still names the user.
+        // The invitee's email as the user spelled it and in another ASCII case, which name the
+        // user, and canonically equivalent (decomposed é), which does not.
         r.append(.invitation(.init(id: "i1", org: "acme", email: "user1@example.io", role: "member", assignments: ["dev", "ci"], status: "pending")))
         r.append(.invitation(.init(id: "i2", org: "beta", email: "USER3@X.IO", role: "member", assignments: ["ci"], status: "pending")))
         r.append(.invitation(.init(id: "i3", org: "acme", email: "cafe\u{301}2@x.io", role: "member", status: "pending")))
@@ -182,19 +182,51 @@ import Testing
         }
     }
 
-    /// Emails are compared as `String`s compare them: case folded, and canonically
-    /// equivalent spellings are the same email.
-    @Test func inviteesAreFoundByFoldedAndEquivalentEmails() throws {
+    /// Emails are compared byte for byte but for ASCII case: a canonically equivalent
+    /// spelling is another email.
+    @Test func inviteesAreFoundByEmailsEqualButForASCIICase() throws {
         let dir = try Directory.build(Self.lines(Self.base), policy: Self.policy)
         func reason(_ user: String, _ invitation: String, _ org: String) throws -> Reason {
             try dir.check(subject: "user:\(user)", action: "accept", resource: "invitation:\(invitation)", org: org, now: Fixtures.now).reason
         }
         #expect(try reason("u1", "i1", "acme") == .invitee)      // User1@Example.IO
         #expect(try reason("u3", "i2", "beta") == .invitee)      // user3@x.io invited as USER3@X.IO
-        #expect(try reason("u2", "i3", "acme") == .invitee)      // café2 composed, invited decomposed
+        #expect(try reason("u2", "i3", "acme") == .notInvitee)   // café2 composed, invited decomposed
         #expect(try reason("u7", "i4", "acme") == .notInvitee)   // not pending
         #expect(try reason("u5", "i1", "acme") == .notInvitee)   // someone else's
         #expect(try reason("u1", "i1", "beta") == .notInvitee)   // another org's
+    }
+
+    /// Who may accept an invitation, by the check and by the listing (`/v1/subjects`): the
+    /// users whose verified email is the invitation's but for ASCII case. Unicode case mapping
+    /// made `\u{212A}im@x.io` (KELVIN SIGN) the invitee of an invitation sent to `kim@x.io`.
+    @Test func anInviteeEmailDiffersFromTheInvitationsInASCIICaseAtMost() throws {
+        let emails = [
+            "exact": "kim@x.io", "upper": "KIM@X.Io", "kelvin": "\u{212A}im@x.io", "kelvinUpper": "\u{212A}IM@x.io",
+            "jose": "jos\u{E9}@x.io", "joseAsciiUpper": "JOS\u{E9}@X.IO", "joseUpper": "JOS\u{C9}@x.io",
+            "joseDecomposed": "jose\u{301}@x.io", "backtick": "kim`x.io", // `@` and `` ` `` differ as cases do
+        ]
+        let invitations = ["kim": "kim@x.io", "kelvin": "\u{212A}im@x.io", "jose": "jos\u{E9}@x.io"]
+        let expected = [
+            "kim": ["user:exact", "user:upper"],
+            "kelvin": ["user:kelvin", "user:kelvinUpper"],
+            "jose": ["user:jose", "user:joseAsciiUpper"],
+        ]
+        var records: [Record] = [.org(.init(id: "acme"))]
+        for (user, email) in emails { records.append(.user(.init(id: user, email: email, emailVerified: true))) }
+        for (id, email) in invitations {
+            records.append(.invitation(.init(id: id, org: "acme", email: email, role: "member", status: "pending")))
+        }
+        let dir = try Directory.build(Self.lines(records), policy: Self.policy)
+        for (invitation, invitees) in expected {
+            let listed = try dir.subjects(org: "acme", action: "accept", resource: "invitation:\(invitation)", now: Fixtures.now)
+            #expect(listed == invitees, "\(invitation)")
+            for user in emails.keys.sorted() {
+                let reason = try dir.check(subject: "user:\(user)", action: "accept", resource: "invitation:\(invitation)",
+                                           org: "acme", now: Fixtures.now).reason
+                #expect(reason == (invitees.contains("user:\(user)") ? .invitee : .notInvitee), "\(user) accepting \(invitation)")
+            }
+        }
     }
 
     /// Lists are shared, and go with the last entry that uses them.
