@@ -51,7 +51,7 @@ public enum RecordCodec {
         guard let object = value as? [String: Any] else {
             throw DataError(line: number, field: nil, message: "expected a JSON object, found \(JSONValue.describe(value))")
         }
-        if let key = JSONText.repeatedKey(in: escaped ?? line, distinct: object.count) {
+        if let key = JSONText.repeatedKey(in: escaped ?? line, topLevelOnly: true) {
             throw DataError(line: number, field: key, message: "duplicate field `\(key)`; each field may appear only once")
         }
         do {

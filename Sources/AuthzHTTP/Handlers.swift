@@ -1,4 +1,5 @@
 import AuthzCore
+import AuthzData
 import Foundation
 
 /// The route handlers. Each reads one snapshot for its whole answer.
@@ -329,11 +330,20 @@ extension Engine {
 
     private func parseJSON(_ body: [UInt8]) throws(HTTPError) -> Any {
         guard !body.isEmpty else { throw .invalidJSON("the request body is empty; send a JSON object") }
+        // Read as sent: Foundation drops a U+FEFF written as bytes inside a string (the
+        // escaped form is kept), and keeps the last of repeated keys.
+        var data = Data(body)
+        if let escaped = JSONText.escapingByteOrderMarks(data) { data = escaped }
+        let value: Any
         do {
-            return try JSONSerialization.jsonObject(with: Data(body))
+            value = try JSONSerialization.jsonObject(with: data)
         } catch {
             throw .invalidJSON("the request body is not valid JSON")
         }
+        if let key = JSONText.repeatedKey(in: data) {
+            throw .invalidJSON("the key `\(Identifier.quotable(key))` appears twice in one object")
+        }
+        return value
     }
 
     /// The four strings of a check from a JSON object; `index` names a batch item in messages.

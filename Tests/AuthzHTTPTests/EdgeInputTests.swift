@@ -69,6 +69,38 @@ struct EdgeInputTests {
         #expect(message.contains("user:ü€😀"), "\(message)")
     }
 
+    /// A check body is read as sent: a key given twice in one object is refused (Foundation
+    /// kept the last, where a proxy may read the first), and a U+FEFF written as bytes stays
+    /// part of its string (Foundation dropped one at a string's start, so `\u{FEFF}user:u1` was
+    /// decided as `user:u1`).
+    @Test func aCheckBodyIsReadAsSent() throws {
+        let live = try SyncServer()
+        defer { live.stop() }
+        try live.synced(syncSeed)
+        let rest = #""action":"delete","resource":"sandbox:s","org":"acme""#
+        for body in [
+            #"{"subject":"user:u2","subject":"user:u1",\#(rest)}"#,
+            #"{"subject":"user:u2","subject":"user:u1",\#(rest)}"#,
+        ] {
+            let r = try live.http.post("/v1/check", json: body)
+            #expect(r.status == 400 && r.errorCode == "invalid_json", "\(body): \(r.text)")
+            #expect(r.text.contains("the key `subject` appears twice in one object"), "\(r.text)")
+        }
+        let batch = try live.http.post("/v1/check/batch", json: #"{"checks":[{"subject":"user:u1",\#(rest)},{"org":"beta","subject":"user:u1",\#(rest)}]}"#)
+        #expect(batch.status == 400 && batch.text.contains("the key `org` appears twice"), "\(batch.text)")
+        // The same key in different objects is no repeat.
+        let two = try live.http.post("/v1/check/batch", json: #"{"checks":[{"subject":"user:u1",\#(rest)},{"subject":"user:u3",\#(rest)}]}"#)
+        #expect(two.status == 200, "\(two.text)")
+        #expect((two.json["results"] as? [[String: Any]])?.compactMap { $0["allowed"] as? Bool } == [true, true])
+
+        // Dropped where a run of a string's unescaped characters starts: at its beginning.
+        let raw = try live.http.request("POST", "/v1/check", body: Array(#"{"subject":""#.utf8) + [0xEF, 0xBB, 0xBF]
+                                           + Array(#"user:u1",\#(rest)}"#.utf8), headers: ["Content-Type": "application/json"])
+        let escaped = try live.http.post("/v1/check", json: #"{"subject":"\ufeffuser:u1",\#(rest)}"#)
+        #expect(raw.status == 400 && raw.errorCode == "invalid_subject", "\(raw.text)")
+        #expect(escaped.status == 400 && escaped.errorCode == "invalid_subject", "\(escaped.text)")
+    }
+
     /// RFC 9110: the scheme is case-insensitive, and one or more spaces follow it.
     @Test func theBearerSchemeIsCaseInsensitive() throws {
         let live = try SyncServer()
