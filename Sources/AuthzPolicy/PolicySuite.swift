@@ -45,9 +45,11 @@ public struct PolicySuite: Sendable {
 public struct SuiteFailure: Sendable, CustomStringConvertible {
     public var file: String
     public var line: Int
+    /// 0 when only the line is known.
+    public var column = 0
     public var caseName: String
     public var message: String
-    public var description: String { "\(file):\(line): \(caseName): \(message)" }
+    public var description: String { "\(file):\(line)\(column > 0 ? ":\(column)" : ""): \(caseName): \(message)" }
 }
 
 public struct SuiteResult: Sendable {
@@ -90,7 +92,9 @@ public enum SuiteRunner {
         do {
             suite = try SuiteLoader.load(path: file)
         } catch {
-            result.failures = error.errors.map { SuiteFailure(file: file, line: $0.line, caseName: "(suite)", message: $0.message) }
+            result.failures = error.errors.map {
+                SuiteFailure(file: $0.file, line: $0.line, column: $0.column, caseName: "(suite)", message: $0.message)
+            }
             return result
         }
         let policy: CompiledPolicy
@@ -154,38 +158,66 @@ public enum SuiteRunner {
     }
 }
 
-/// Parses suite files; reports every problem with its line.
+/// Parses suite files; reports every problem with its file, line and column.
 enum SuiteLoader {
-    struct Problem { var line: Int; var message: String }
-    struct Problems: Error { var errors: [Problem] }
-
-    static func load(path: String) throws(Problems) -> PolicySuite {
+    static func load(path: String) throws(PolicyErrors) -> PolicySuite {
+        func fail(_ message: String, line: Int = 1) -> PolicyErrors {
+            PolicyErrors([PolicyError(file: path, line: line, column: line == 0 ? 0 : 1, message: message)])
+        }
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw Problems(errors: [Problem(line: 0, message: "cannot read the suite file")])
+            throw fail("cannot read the suite file", line: 0)
         }
         let root: Node
         do {
-            guard let r = try Yams.compose(yaml: text) else { throw Problems(errors: [Problem(line: 1, message: "the suite file is empty")]) }
+            guard let r = try Yams.compose(yaml: text) else { throw fail("the suite file is empty") }
             root = r
-        } catch let p as Problems {
+        } catch let p as PolicyErrors {
             throw p
         } catch {
-            throw Problems(errors: [Problem(line: 1, message: "invalid YAML: \(error)")])
+            throw fail("invalid YAML: \(error)")
         }
-        var problems: [Problem] = []
-        func problem(_ node: Node?, _ message: String) { problems.append(Problem(line: node?.mark?.line ?? 0, message: message)) }
+        var problems: [PolicyError] = []
+        func problem(_ node: Node?, _ message: String) {
+            problems.append(PolicyError(file: path, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1, message: message))
+        }
+        /// A scalar's text; nil, reported, for a list or mapping (nil, silently, when absent).
+        func string(_ node: Node?, _ what: String) -> String? {
+            guard let node else { return nil }
+            guard case .scalar(let s) = node else {
+                problem(node, "\(what) must be a string, got \(kind(node))")
+                return nil
+            }
+            return s.string
+        }
+        /// A list's items; none, reported, for anything else (none, silently, when absent).
+        func list(_ node: Node?, _ what: String) -> [Node] {
+            guard let node else { return [] }
+            guard let seq = node.sequence else {
+                problem(node, "\(what) must be a list, got \(kind(node))")
+                return []
+            }
+            return Array(seq)
+        }
+        /// Whether `node` is a mapping, reporting it if not and each key not in `keys`.
+        func mapping(_ node: Node, _ what: String, keys: [String]) -> Bool {
+            guard let map = node.mapping else {
+                problem(node, "\(what) must be a mapping (\(keys.joined(separator: ", "))), got \(kind(node))")
+                return false
+            }
+            for (k, _) in map where !keys.contains(k.string ?? "") {
+                problem(k, "unknown key `\(k.string ?? "")` in \(what) (expected: \(keys.joined(separator: ", ")))")
+            }
+            return true
+        }
         let dir = (path as NSString).deletingLastPathComponent
 
-        guard let top = root.mapping else { throw Problems(errors: [Problem(line: 1, message: "a suite must be a mapping")]) }
-        let allowed = ["suite", "policy", "now", "data", "data_file", "cases", "grids", "scenarios"]
-        for (k, _) in top where !allowed.contains(k.string ?? "") {
-            problem(k, "unknown key `\(k.string ?? "")` (expected one of: \(allowed.joined(separator: ", ")))")
-        }
-        let name = top["suite"]?.string ?? (path as NSString).lastPathComponent
+        let suiteKeys = ["suite", "policy", "now", "data", "data_file", "cases", "grids", "scenarios"]
+        guard mapping(root, "a suite", keys: suiteKeys), let top = root.mapping else { throw PolicyErrors(problems) }
+        let name = string(top["suite"], "`suite`") ?? (path as NSString).lastPathComponent
         var policyPath = ""
-        if let p = top["policy"]?.string {
+        if let p = string(top["policy"], "`policy`") {
             policyPath = p.hasPrefix("/") ? p : (dir as NSString).appendingPathComponent(p)
-        } else {
+        } else if top["policy"] == nil {
             problem(root, "a suite needs `policy` (a path relative to the suite file)")
         }
         var now = Timestamp(seconds: 0)
@@ -252,56 +284,66 @@ enum SuiteLoader {
             return .init(outcome: outcome, code: code)
         }
 
+        func timestamp(_ node: Node?) -> Timestamp? {
+            guard let node else { return nil }
+            guard let t = node.string.flatMap(Timestamp.init(rfc3339:)) else {
+                problem(node, "`at` must be an RFC 3339 timestamp")
+                return nil
+            }
+            return t
+        }
+
         func cases(_ node: Node?, grids: Node?) -> [PolicySuite.Case] {
             var out: [PolicySuite.Case] = []
-            for item in node?.sequence ?? [] {
-                let fields = ["name", "subject", "action", "resource", "org", "expect", "reason", "at"]
-                for (k, _) in item.mapping ?? [:] where !fields.contains(k.string ?? "") {
-                    problem(k, "unknown case key `\(k.string ?? "")` (expected: \(fields.joined(separator: ", ")))")
-                }
+            let caseKeys = ["name", "subject", "action", "resource", "org", "expect", "reason", "at"]
+            for item in list(node, "`cases`") {
+                guard mapping(item, "a case", keys: caseKeys) else { continue }
                 let missing = ["subject", "action", "resource", "org", "expect"].filter { item[$0] == nil }
                 guard missing.isEmpty else {
                     problem(item, "case needs \(missing.map { "`\($0)`" }.joined(separator: ", "))")
                     continue
                 }
+                let label = string(item["name"], "`name`")
+                let fields = ["subject", "action", "resource", "org"].map { string(item[$0], "`\($0)`") }
+                let reason = string(item["reason"], "`reason`")
+                let at = timestamp(item["at"])
                 guard var e = expectation(item["expect"]!) else { continue }
-                if let r = item["reason"]?.string {
+                if let r = reason {
                     if e.outcome != .error && Reason(code: r) == nil { problem(item["reason"], "unknown reason code `\(r)`") }
                     e.code = r
                 }
-                var at: Timestamp?
-                if let a = item["at"] {
-                    at = a.string.flatMap(Timestamp.init(rfc3339:))
-                    if at == nil { problem(a, "`at` must be an RFC 3339 timestamp") }
-                }
-                let req = CheckRequest(subject: item["subject"]!.string ?? "", action: item["action"]!.string ?? "",
-                                       resource: item["resource"]!.string ?? "", org: item["org"]!.string ?? "")
-                let label = item["name"]?.string ?? "\(req.subject) \(req.action) \(req.resource) in \(req.org)"
-                out.append(.init(name: label, request: req, expect: e, at: at, line: item.mark?.line ?? 0))
+                guard case let (subject?, action?, resource?, org?) = (fields[0], fields[1], fields[2], fields[3]) else { continue }
+                let req = CheckRequest(subject: subject, action: action, resource: resource, org: org)
+                out.append(.init(name: label ?? "\(subject) \(action) \(resource) in \(org)", request: req, expect: e, at: at,
+                                 line: item.mark?.line ?? 0))
             }
-            for grid in grids?.sequence ?? [] {
-                let gname = grid["name"]?.string ?? "grid"
-                guard let resource = grid["resource"]?.string, let org = grid["org"]?.string,
-                      let actions = grid["actions"]?.sequence?.compactMap(\.string), !actions.isEmpty,
-                      let rows = grid["expect"]?.mapping
-                else {
+            let gridKeys = ["name", "resource", "org", "actions", "expect", "at"]
+            for grid in list(grids, "`grids`") {
+                guard mapping(grid, "a grid", keys: gridKeys) else { continue }
+                guard grid["resource"] != nil, grid["org"] != nil, let actionList = grid["actions"], let rowsNode = grid["expect"] else {
                     problem(grid, "a grid needs `resource`, `org`, `actions` (a list) and `expect` (subject: [one expectation per action])")
                     continue
                 }
-                var at: Timestamp?
-                if let a = grid["at"] {
-                    at = a.string.flatMap(Timestamp.init(rfc3339:))
-                    if at == nil { problem(a, "`at` must be an RFC 3339 timestamp") }
+                let gname = string(grid["name"], "`name`") ?? "grid"
+                let resource = string(grid["resource"], "`resource`"), org = string(grid["org"], "`org`")
+                let at = timestamp(grid["at"])
+                let actions = list(actionList, "`actions`").map { string($0, "an action in `actions`") }
+                if actionList.sequence?.isEmpty == true { problem(actionList, "`actions` must not be empty") }
+                guard let rows = rowsNode.mapping else {
+                    problem(rowsNode, "a grid's `expect` must be a mapping (subject: [one expectation per action]), got \(kind(rowsNode))")
+                    continue
                 }
                 for (subjectNode, row) in rows {
-                    let subject = subjectNode.string ?? ""
-                    let cells = row.sequence ?? []
+                    let subject = string(subjectNode, "a grid subject")
+                    let cells = list(row, "a grid row")
+                    guard row.sequence != nil else { continue }
                     guard cells.count == actions.count else {
-                        problem(row, "`\(subject)` has \(cells.count) expectations for \(actions.count) actions")
+                        let who = subject.map { "`\($0)`" } ?? "the row"
+                        problem(row, "\(who) has \(cells.count) expectations for \(actions.count) actions")
                         continue
                     }
                     for (action, cell) in zip(actions, cells) {
-                        guard let e = expectation(cell) else { continue }
+                        guard let e = expectation(cell), let subject, let action, let resource, let org else { continue }
                         out.append(.init(
                             name: "\(gname): \(subject) \(action)",
                             request: CheckRequest(subject: subject, action: action, resource: resource, org: org),
@@ -313,16 +355,35 @@ enum SuiteLoader {
         }
 
         var scenarios = [PolicySuite.Scenario(name: "", records: [], cases: cases(top["cases"], grids: top["grids"]))]
-        for s in top["scenarios"]?.sequence ?? [] {
-            for (k, _) in s.mapping ?? [:] where !["name", "data", "cases", "grids"].contains(k.string ?? "") {
-                problem(k, "unknown scenario key `\(k.string ?? "")` (expected: name, data, cases, grids)")
-            }
-            scenarios.append(.init(name: s["name"]?.string ?? "scenario", records: records(s["data"], file: nil),
-                                   cases: cases(s["cases"], grids: s["grids"])))
+        var empty: [(Node, String)] = []
+        for s in list(top["scenarios"], "`scenarios`") {
+            guard mapping(s, "a scenario", keys: ["name", "data", "cases", "grids"]) else { continue }
+            let scenario = PolicySuite.Scenario(name: string(s["name"], "`name`") ?? "scenario", records: records(s["data"], file: nil),
+                                                cases: cases(s["cases"], grids: s["grids"]))
+            if scenario.cases.isEmpty { empty.append((s, scenario.name)) }
+            scenarios.append(scenario)
         }
         let base = records(top["data"], file: top["data_file"])
-        guard problems.isEmpty else { throw Problems(errors: problems) }
+        // A suite or scenario without cases cannot fail: said once the rest is right (a case
+        // with an error is dropped, which would be reported here again).
+        if problems.isEmpty {
+            if scenarios.allSatisfy(\.cases.isEmpty) {
+                problem(root, "the suite has no cases: give it `cases`, `grids` or `scenarios` with cases")
+            }
+            for (node, name) in empty { problem(node, "scenario `\(name)` has no cases: give it `cases` or `grids`") }
+        }
+        guard problems.isEmpty else { throw PolicyErrors(problems) }
         return PolicySuite(file: path, name: name, policyPath: policyPath, now: now, records: base, scenarios: scenarios)
+    }
+
+    /// What a node is, for errors: `a list`, `a mapping`, or the scalar quoted.
+    static func kind(_ node: Node) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .scalar(let s): return "`\(s.string)`"
+        case .alias: return "an alias"
+        }
     }
 
     /// A YAML node as Foundation values for JSON: mappings, lists, strings, bools, numbers, null.

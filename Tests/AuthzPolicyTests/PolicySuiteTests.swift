@@ -82,4 +82,70 @@ import Testing
         #expect(r2.failures.count == 1)
         #expect(r2.failures.first?.message.contains("unknown org `ghost`") == true)
     }
+
+    /// A wrong type is an error at its file, line, column and field, never read as nothing
+    /// (a run of 0 cases) or as "" (which `expect: error:invalid_subject` would then pass).
+    @Test(arguments: [
+        ("cases: {a: 1}", "x.test.yaml:6:8: (suite): `cases` must be a list, got a mapping"),
+        ("cases: hello", "x.test.yaml:6:8: (suite): `cases` must be a list, got `hello`"),
+        ("grids: 5", "x.test.yaml:6:8: (suite): `grids` must be a list, got `5`"),
+        ("scenarios: {a: 1}", "x.test.yaml:6:12: (suite): `scenarios` must be a list, got a mapping"),
+        ("cases: [hello]", "x.test.yaml:6:9: (suite): a case must be a mapping (name, subject, action, resource, org, expect, reason, at), got `hello`"),
+        ("cases: [{subject: [user:bob], action: read, resource: sandbox:s, org: acme, expect: \"error:invalid_subject\"}]",
+         "x.test.yaml:6:19: (suite): `subject` must be a string, got a list"),
+        ("cases: [{subject: user:bob, action: {a: 1}, resource: sandbox:s, org: acme, expect: \"error:invalid_action\"}]",
+         "x.test.yaml:6:37: (suite): `action` must be a string, got a mapping"),
+        ("cases: [{subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: allow, reason: [membership]}]",
+         "x.test.yaml:6:98: (suite): `reason` must be a string, got a list"),
+        ("grids: [{resource: sandbox:s, org: acme, actions: [read, [x]], expect: {user:bob: [allow, allow]}}]",
+         "x.test.yaml:6:58: (suite): an action in `actions` must be a string, got a list"),
+        ("grids: [{resource: sandbox:s, org: acme, actions: [read], expect: {[user:bob]: [\"error:invalid_subject\"]}}]",
+         "x.test.yaml:6:68: (suite): a grid subject must be a string, got a list"),
+        ("grids: [{resource: sandbox:s, org: acme, actions: [read], expect: {user:bob: allow}}]",
+         "x.test.yaml:6:78: (suite): a grid row must be a list, got `allow`"),
+        ("grids: [{resource: sandbox:s, org: acme, actions: [read], expect: {user:bob: [allow]}, att: 2026-01-01T00:00:00Z}]",
+         "x.test.yaml:6:88: (suite): unknown key `att` in a grid (expected: name, resource, org, actions, expect, at)"),
+        ("scenarios: [hello]", "x.test.yaml:6:13: (suite): a scenario must be a mapping (name, data, cases, grids), got `hello`"),
+    ])
+    func wrongTypesAreErrorsAtTheirField(_ yaml: String, _ expected: String) throws {
+        let failures = try runSuite(header + yaml)
+        #expect(failures == [expected])
+    }
+
+    /// A suite, or a scenario, that holds no case cannot fail: it is an error, not a green run.
+    @Test func suitesAndScenariosWithoutCasesAreErrors() throws {
+        #expect(try runSuite(header) == ["x.test.yaml:1:1: (suite): the suite has no cases: give it `cases`, `grids` or `scenarios` with cases"])
+        #expect(try runSuite(header + "cases: []") == ["x.test.yaml:1:1: (suite): the suite has no cases: give it `cases`, `grids` or `scenarios` with cases"])
+        let emptyScenario = header + """
+        cases: [{subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: allow}]
+        scenarios:
+          - name: bob leaves
+            data: [{kind: member, op: delete, org: acme, user: bob}]
+        """
+        #expect(try runSuite(emptyScenario) == ["x.test.yaml:8:5: (suite): scenario `bob leaves` has no cases: give it `cases` or `grids`"])
+    }
+
+    /// Lines 1-5 of a suite: the shipped policy, `now`, and bob, a developer of acme.
+    private var header: String {
+        """
+        policy: \(shipped("policies/daytona.yaml"))
+        now: 2026-06-01T00:00:00Z
+        data:
+          - {kind: org, id: acme}
+          - {kind: member, org: acme, user: bob, role: member, assignments: [developer]}
+
+        """
+    }
+
+    /// Runs `yaml` as `x.test.yaml` (with `files` beside it) and returns what `authz test`
+    /// prints for each failure, with paths relative to the suite's folder.
+    private func runSuite(_ yaml: String, files: [String: String] = [:]) throws -> [String] {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("suite-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (name, text) in files { try text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8) }
+        try yaml.write(to: dir.appendingPathComponent("x.test.yaml"), atomically: true, encoding: .utf8)
+        let result = SuiteRunner.run(file: dir.appendingPathComponent("x.test.yaml").path)
+        return result.failures.map { $0.description.replacingOccurrences(of: dir.path + "/", with: "") }
+    }
 }
