@@ -164,19 +164,11 @@ enum SuiteLoader {
         func fail(_ message: String, line: Int = 1) -> PolicyErrors {
             PolicyErrors([PolicyError(file: path, line: line, column: line == 0 ? 0 : 1, message: message)])
         }
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw fail("cannot read the suite file", line: 0)
-        }
-        let root: Node
-        do {
-            guard let r = try Yams.compose(yaml: text) else { throw fail("the suite file is empty") }
-            root = r
-        } catch let p as PolicyErrors {
-            throw p
-        } catch {
-            throw fail("invalid YAML: \(error)")
-        }
-        var problems: [PolicyError] = []
+        guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot read the suite file", line: 0) }
+        guard let text = String(data: data, encoding: .utf8) else { throw fail("the suite file is not UTF-8", line: 0) }
+        let (composed, duplicates, placeholders) = try YAMLText.compose(text, file: path)
+        guard let root = composed else { throw fail("the suite file is empty") }
+        var problems = duplicates
         func problem(_ node: Node?, _ message: String) {
             problems.append(PolicyError(file: path, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1, message: message))
         }
@@ -204,7 +196,7 @@ enum SuiteLoader {
                 problem(node, "\(what) must be a mapping (\(keys.joined(separator: ", "))), got \(kind(node))")
                 return false
             }
-            for (k, _) in map where !keys.contains(k.string ?? "") {
+            for (k, _) in map where !keys.contains(k.string ?? "") && !placeholders.contains(k.string ?? "") {
                 problem(k, "unknown key `\(k.string ?? "")` in \(what) (expected: \(keys.joined(separator: ", ")))")
             }
             return true

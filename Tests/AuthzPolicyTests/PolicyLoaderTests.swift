@@ -75,7 +75,7 @@ func shipped(_ relative: String) -> String { packageRoot + "/" + relative }
 
     @Test(arguments: [
         ("", "1:1 the policy file is empty"),
-        ("permissions: [a\nroles: {}", "invalid YAML"),
+        ("permissions: [a\nroles: {}", "2:6 invalid YAML: did not find expected ',' or ']' (while parsing a flow sequence at 1:14)"),
         ("- just\n- a list", "the policy must be a mapping"),
         ("permissions: [a]\nroles: {o: {kind: owner}, m: {kind: member}}\nassignments: {}\nresources: {t: {x: {require: owner, target: subject, when: [not_self]}}}",
          "`not_self` with `target: subject` can never hold"),

@@ -114,15 +114,53 @@ import Testing
 
     /// A suite, or a scenario, that holds no case cannot fail: it is an error, not a green run.
     @Test func suitesAndScenariosWithoutCasesAreErrors() throws {
-        #expect(try runSuite(header) == ["x.test.yaml:1:1: (suite): the suite has no cases: give it `cases`, `grids` or `scenarios` with cases"])
-        #expect(try runSuite(header + "cases: []") == ["x.test.yaml:1:1: (suite): the suite has no cases: give it `cases`, `grids` or `scenarios` with cases"])
+        let bare = try runSuite(header)
+        #expect(bare == ["x.test.yaml:1:1: (suite): the suite has no cases: give it `cases`, `grids` or `scenarios` with cases"])
+        let emptyList = try runSuite(header + "cases: []")
+        #expect(emptyList == ["x.test.yaml:1:1: (suite): the suite has no cases: give it `cases`, `grids` or `scenarios` with cases"])
         let emptyScenario = header + """
         cases: [{subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: allow}]
         scenarios:
           - name: bob leaves
             data: [{kind: member, op: delete, org: acme, user: bob}]
         """
-        #expect(try runSuite(emptyScenario) == ["x.test.yaml:8:5: (suite): scenario `bob leaves` has no cases: give it `cases` or `grids`"])
+        let scenario = try runSuite(emptyScenario)
+        #expect(scenario == ["x.test.yaml:8:5: (suite): scenario `bob leaves` has no cases: give it `cases` or `grids`"])
+    }
+
+    /// YAML errors are reported at their line and column, on one line: not at line 1 with
+    /// the whole file after it.
+    @Test func yamlErrorsAreReportedAtTheirLineAndColumn() throws {
+        let duplicate = header + """
+        cases:
+          - subject: user:bob
+            action: read
+            resource: sandbox:s
+            org: acme
+            action: delete
+            expect: allow
+        """
+        let block = try runSuite(duplicate)
+        #expect(block == ["x.test.yaml:11:5: (suite): duplicate key `action`"])
+        let flowDuplicate = header + "cases: [{subject: user:bob, action: read, resource: sandbox:s, org: acme, action: read, expect: allow}]"
+        let flow = try runSuite(flowDuplicate)
+        #expect(flow == ["x.test.yaml:6:29: (suite): duplicate key `action` in this mapping"])
+        let unclosed = header + """
+        cases:
+          - {subject: user:bob, action: read
+        grids: []
+        """
+        let syntax = try runSuite(unclosed)
+        #expect(syntax == [
+            "x.test.yaml:8:6: (suite): invalid YAML: did not find expected ',' or '}' (while parsing a flow mapping at 7:5)",
+        ])
+    }
+
+    @Test func aSuiteThatIsNotUTF8IsSaidToBeSo() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("suite-\(UUID().uuidString).test.yaml")
+        defer { try? FileManager.default.removeItem(at: path) }
+        try Data([0x61, 0x3A, 0x20, 0xFF, 0x0A]).write(to: path)
+        #expect(SuiteRunner.run(file: path.path).failures.map(\.message) == ["the suite file is not UTF-8"])
     }
 
     /// Lines 1-5 of a suite: the shipped policy, `now`, and bob, a developer of acme.
