@@ -35,7 +35,10 @@ public struct PolicySuite: Sendable {
     public var name: String
     public var policyPath: String
     public var now: Timestamp
+    /// The suite's data: the records of `data_file`, then those of `data`, each with its line
+    /// in the file it was read from, `recordFiles`.
     public var records: [LocatedRecord]
+    public var recordFiles: [String]
     public var scenarios: [Scenario]
 
     public var caseCount: Int { scenarios.reduce(0) { $0 + $1.cases.count } }
@@ -106,9 +109,16 @@ public enum SuiteRunner {
         }
         var base: Directory
         do {
-            base = try Directory.build(suite.records, policy: policy)
+            // Numbered by position, so that an error names the file and line of its record.
+            base = try Directory.build(suite.records.enumerated().map { LocatedRecord(line: $0 + 1, record: $1.record) }, policy: policy)
         } catch {
-            result.failures = error.errors.map { SuiteFailure(file: file, line: $0.line, caseName: "(data)", message: $0.description) }
+            result.failures = error.errors.map {
+                let at = $0.line - 1
+                guard suite.records.indices.contains(at) else {
+                    return SuiteFailure(file: file, line: 0, caseName: "(data)", message: $0.detail)
+                }
+                return SuiteFailure(file: suite.recordFiles[at], line: suite.records[at].line, caseName: "(data)", message: $0.detail)
+            }
             return result
         }
         for scenario in suite.scenarios {
@@ -118,7 +128,7 @@ public enum SuiteRunner {
                     directory = try base.applying(scenario.records).directory
                 } catch {
                     result.failures += error.errors.map {
-                        SuiteFailure(file: file, line: $0.line, caseName: "\(scenario.name) (data)", message: $0.description)
+                        SuiteFailure(file: file, line: $0.line, caseName: "\(scenario.name) (data)", message: $0.detail)
                     }
                     continue
                 }
@@ -219,22 +229,26 @@ enum SuiteLoader {
             problem(root, "a suite needs `now` (an RFC 3339 timestamp): decisions depend on time")
         }
 
-        func records(_ node: Node?, file dataFile: Node?) -> [LocatedRecord] {
-            var out: [LocatedRecord] = []
-            if let f = dataFile {
-                guard let rel = f.string else {
-                    problem(f, "`data_file` must be a path")
-                    return []
-                }
-                let full = rel.hasPrefix("/") ? rel : (dir as NSString).appendingPathComponent(rel)
-                guard let bytes = FileManager.default.contents(atPath: full) else {
-                    problem(f, "cannot read data file `\(rel)`")
-                    return []
-                }
-                let decoded = RecordCodec.decodeLines(bytes)
-                for e in decoded.errors { problem(f, "\(rel): \(e.description)") }
-                out += decoded.records
+        /// The records of `data_file` (lines of that file) and the path they are reported under.
+        func dataFile(_ f: Node?) -> (path: String, records: [LocatedRecord])? {
+            guard let f else { return nil }
+            guard let rel = f.string else {
+                problem(f, "`data_file` must be a path")
+                return nil
             }
+            let full = rel.hasPrefix("/") ? rel : (dir as NSString).appendingPathComponent(rel)
+            guard let bytes = FileManager.default.contents(atPath: full) else {
+                problem(f, "cannot read data file `\(rel)`")
+                return nil
+            }
+            let decoded = RecordCodec.decodeLines(bytes)
+            for e in decoded.errors { problems.append(PolicyError(file: full, line: e.line, column: 0, message: e.detail)) }
+            return (full, decoded.records)
+        }
+
+        /// Inline records (lines of the suite file).
+        func records(_ node: Node?) -> [LocatedRecord] {
+            var out: [LocatedRecord] = []
             guard let node else { return out }
             guard let seq = node.sequence else {
                 problem(node, "`data` must be a list of records")
@@ -350,12 +364,13 @@ enum SuiteLoader {
         var empty: [(Node, String)] = []
         for s in list(top["scenarios"], "`scenarios`") {
             guard mapping(s, "a scenario", keys: ["name", "data", "cases", "grids"]) else { continue }
-            let scenario = PolicySuite.Scenario(name: string(s["name"], "`name`") ?? "scenario", records: records(s["data"], file: nil),
+            let scenario = PolicySuite.Scenario(name: string(s["name"], "`name`") ?? "scenario", records: records(s["data"]),
                                                 cases: cases(s["cases"], grids: s["grids"]))
             if scenario.cases.isEmpty { empty.append((s, scenario.name)) }
             scenarios.append(scenario)
         }
-        let base = records(top["data"], file: top["data_file"])
+        let fromFile = dataFile(top["data_file"])
+        let inline = records(top["data"])
         // A suite or scenario without cases cannot fail: said once the rest is right (a case
         // with an error is dropped, which would be reported here again).
         if problems.isEmpty {
@@ -365,7 +380,10 @@ enum SuiteLoader {
             for (node, name) in empty { problem(node, "scenario `\(name)` has no cases: give it `cases` or `grids`") }
         }
         guard problems.isEmpty else { throw PolicyErrors(problems) }
-        return PolicySuite(file: path, name: name, policyPath: policyPath, now: now, records: base, scenarios: scenarios)
+        return PolicySuite(file: path, name: name, policyPath: policyPath, now: now, records: (fromFile?.records ?? []) + inline,
+                           recordFiles: Array(repeating: fromFile?.path ?? path, count: fromFile?.records.count ?? 0)
+                               + Array(repeating: path, count: inline.count),
+                           scenarios: scenarios)
     }
 
     /// What a node is, for errors: `a list`, `a mapping`, or the scalar quoted.

@@ -156,6 +156,43 @@ import Testing
         ])
     }
 
+    /// An error in a `data_file` names that file and its line, not the suite's `data_file:` line;
+    /// inline records still name the suite and their own line.
+    @Test func dataFileErrorsNameTheDataFile() throws {
+        let suite = """
+        policy: \(shipped("policies/daytona.yaml"))
+        now: 2026-06-01T00:00:00Z
+        data_file: d.jsonl
+        data:
+          - {kind: member, org: ghost, user: carol, role: member}
+        cases: [{subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: allow}]
+        """
+        let unknownOrg = try runSuite(suite, files: ["d.jsonl": """
+            {"kind":"org","id":"acme"}
+            {"kind":"member","org":"nope","user":"bob","role":"member"}
+
+            """])
+        #expect(unknownOrg == [
+            "d.jsonl:2: (data): field `org`: unknown org `nope`",
+            "x.test.yaml:5: (data): field `org`: unknown org `ghost`",
+        ])
+        let undecodable = try runSuite(suite, files: ["d.jsonl": """
+            {"kind":"org","id":"acme"}
+
+            {"kind":"member","org":"acme"}
+
+            """])
+        #expect(undecodable == ["d.jsonl:3: (suite): field `user`: missing required field `user`"])
+        let scenario = try runSuite(header + """
+            cases: [{subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: allow}]
+            scenarios:
+              - name: carol joins
+                data: [{kind: member, org: ghost, user: carol, role: member}]
+                cases: [{subject: user:carol, action: read, resource: sandbox:s, org: acme, expect: deny}]
+            """)
+        #expect(scenario == ["x.test.yaml:9: carol joins (data): field `org`: unknown org `ghost`"])
+    }
+
     @Test func aSuiteThatIsNotUTF8IsSaidToBeSo() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("suite-\(UUID().uuidString).test.yaml")
         defer { try? FileManager.default.removeItem(at: path) }
