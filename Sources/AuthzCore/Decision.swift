@@ -90,7 +90,7 @@ public struct Decision: Sendable, Hashable {
 
 /// A request the engine cannot decide on: the caller's mistake, never an allow.
 public struct CheckError: Error, Sendable, Hashable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
+    public enum Code: String, Sendable, Hashable, CaseIterable {
         case invalidSubject = "invalid_subject"
         case invalidResource = "invalid_resource"
         case invalidOrg = "invalid_org"

@@ -280,14 +280,24 @@ enum SuiteLoader {
                 return nil
             }
             let code = parts.count > 1 ? parts[1] : nil
-            if let code, outcome != .error {
-                guard let reason = Reason(code: code) else {
-                    problem(node, "unknown reason code `\(code)`")
-                    return nil
-                }
-                if reason.allows != (outcome == .allow) { problem(node, "`\(code)` is a reason to \(reason.allows ? "allow" : "deny")") }
-            }
+            if let code, !known(code, for: outcome, node) { return nil }
             return .init(outcome: outcome, code: code)
+        }
+
+        /// Whether `code` can come with `outcome`: a request error code for `error`, else a
+        /// reason to allow or to deny. A code no decision has would make a case that never passes.
+        func known(_ code: String, for outcome: PolicySuite.Outcome, _ node: Node) -> Bool {
+            if outcome == .error {
+                guard CheckError.Code(rawValue: code) == nil else { return true }
+                let codes = CheckError.Code.allCases.map(\.rawValue)
+                problem(node, "unknown error code `\(code)` (the request error codes: \(codes.joined(separator: ", ")))")
+                return false
+            }
+            let reasons = Reason.allCases.filter { $0.allows == (outcome == .allow) }.map(\.code)
+            guard !reasons.contains(code) else { return true }
+            let what = Reason(code: code).map { "`\(code)` is a reason to \($0.allows ? "allow" : "deny")" } ?? "unknown reason code `\(code)`"
+            problem(node, "\(what) (the reasons to \(outcome.rawValue): \(reasons.joined(separator: ", ")))")
+            return false
         }
 
         func timestamp(_ node: Node?) -> Timestamp? {
@@ -315,7 +325,7 @@ enum SuiteLoader {
                 let at = timestamp(item["at"])
                 guard var e = expectation(item["expect"]!) else { continue }
                 if let r = reason {
-                    if e.outcome != .error && Reason(code: r) == nil { problem(item["reason"], "unknown reason code `\(r)`") }
+                    guard known(r, for: e.outcome, item["reason"]!) else { continue }
                     e.code = r
                 }
                 guard case let (subject?, action?, resource?, org?) = (fields[0], fields[1], fields[2], fields[3]) else { continue }

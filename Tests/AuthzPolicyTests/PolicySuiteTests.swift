@@ -156,6 +156,27 @@ import Testing
         ])
     }
 
+    /// A code no decision has makes a case that can never pass: refused when the suite loads,
+    /// with the codes there are.
+    @Test func unknownCodesAreRefusedAtLoad() throws {
+        let errorCodes = "invalid_subject, invalid_resource, invalid_org, invalid_action, unknown_resource_type, unknown_action"
+        let bogus = try runSuite(header + """
+            cases:
+              - {subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: "error:bogus_code"}
+              - {subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: error, reason: not_member}
+              - {subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: allow, reason: not_member}
+              - {subject: user:bob, action: read, resource: sandbox:s, org: acme, expect: "deny:nope"}
+            """)
+        let denials = "unknown_key, key_expired, key_wrong_org, session_only, not_member, not_invitee, owner_required, "
+            + "missing_permission, personal_org, org_suspended, self_update, last_owner, not_key_owner"
+        #expect(bogus == [
+            "x.test.yaml:7:79: (suite): unknown error code `bogus_code` (the request error codes: \(errorCodes))",
+            "x.test.yaml:8:94: (suite): unknown error code `not_member` (the request error codes: \(errorCodes))",
+            "x.test.yaml:9:94: (suite): `not_member` is a reason to deny (the reasons to allow: owner, membership, assignment, api_key, invitee)",
+            "x.test.yaml:10:79: (suite): unknown reason code `nope` (the reasons to deny: \(denials))",
+        ])
+    }
+
     /// An error in a `data_file` names that file and its line, not the suite's `data_file:` line;
     /// inline records still name the suite and their own line.
     @Test func dataFileErrorsNameTheDataFile() throws {
