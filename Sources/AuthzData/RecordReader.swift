@@ -69,7 +69,7 @@ struct RecordReader {
         let kind = try string("kind")
         guard let recordKind = RecordKind(rawValue: kind) else {
             let kinds = RecordKind.allCases.map { "`\($0.rawValue)`" }.joined(separator: ", ")
-            throw FieldError("kind", "unknown kind `\(kind)`; expected one of \(kinds)")
+            throw FieldError("kind", "unknown kind `\(Identifier.quotable(kind))`; expected one of \(kinds)")
         }
         var isDelete = false
         if let op = try optionalString("op") {
@@ -125,10 +125,13 @@ struct RecordReader {
         }
         guard let unknown else { return }
         let allowed = isDelete ? kind.keyFields : kind.fields
+        let quoted = Identifier.quotable(unknown)
         var message = isDelete
-            ? "unknown field `\(unknown)` for a delete of kind `\(kind.rawValue)`, which names only \(allowed.map { "`\($0)`" }.joined(separator: ", "))"
-            : "unknown field `\(unknown)` for kind `\(kind.rawValue)`"
-        if let near = allowed.first(where: { editDistance($0, unknown) <= 2 }) {
+            ? "unknown field `\(quoted)` for a delete of kind `\(kind.rawValue)`, which names only \(allowed.map { "`\($0)`" }.joined(separator: ", "))"
+            : "unknown field `\(quoted)` for kind `\(kind.rawValue)`"
+        // A near spelling: at most 2 edits, and fewer than half the name's length (`x` is not
+        // a misspelt `id`).
+        if let near = allowed.first(where: { let d = editDistance($0, unknown); return d <= 2 && 2 * d < unknown.count }) {
             message += "; did you mean `\(near)`?"
         }
         throw FieldError(unknown, message)

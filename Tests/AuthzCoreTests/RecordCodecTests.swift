@@ -117,6 +117,9 @@ private let t2027 = Timestamp(rfc3339: "2027-01-01T00:00:00Z")!
          "`0000-01-01T00:30:00+01:00` is not an RFC 3339 timestamp"),
         (#"{"kind":"user","id":"u1","emial":"a@x.io"}"#, "emial", "unknown field `emial` for kind `user`; did you mean `email`?"),
         (#"{"kind":"org","id":"acme","owner":"u1"}"#, "owner", "unknown field `owner` for kind `org`"),
+        // Two edits from `id`, but `x` is not a misspelt `id`.
+        (#"{"kind":"org","id":"acme","x":1}"#, "x", "unknown field `x` for kind `org`"),
+        (#"{"kind":"or\u0000g","id":"acme"}"#, "kind", "unknown kind `or\\u{0}g`; expected one of"),
         (#"{"kind":"org","id":"acme","zeta":1,"alpha":2}"#, "alpha", "unknown field `alpha` for kind `org`"),
         (#"{"kind":"member","op":"delete","org":"acme","user":"u1","role":"member"}"#, "role",
          "unknown field `role` for a delete of kind `member`, which names only `org`, `user`"),
