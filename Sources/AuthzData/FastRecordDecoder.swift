@@ -389,7 +389,7 @@ struct FastRecordDecoder {
         case .member:
             return .member(.init(
                 org: try string(.org), user: try string(.user), role: try string(.role),
-                assignments: try strings(.assignments, required: false)))
+                assignments: try strings(.assignments, required: false, atMost: Directory.maxAssignments)))
         case .role:
             return .role(.init(org: try string(.org), id: try string(.id), permissions: try strings(.permissions, required: true)))
         case .apiKey:
@@ -399,7 +399,7 @@ struct FastRecordDecoder {
         case .invitation:
             return .invitation(.init(
                 id: try string(.id), org: try string(.org), email: try string(.email), role: try string(.role),
-                assignments: try strings(.assignments, required: false), status: try string(.status),
+                assignments: try strings(.assignments, required: false, atMost: Directory.maxAssignments), status: try string(.status),
                 expiresAt: try timestamp(.expiresAt)))
         }
     }
@@ -465,12 +465,14 @@ struct FastRecordDecoder {
     }
 
     /// When not required, absent or null is empty.
-    private mutating func strings(_ field: Field, required: Bool) throws(GiveUp) -> [String] {
+    /// More than `limit` strings: given up (the reference decoder says why).
+    private mutating func strings(_ field: Field, required: Bool, atMost limit: Int = .max) throws(GiveUp) -> [String] {
         switch value(field) {
         case nil, .null?:
             if required { throw GiveUp() }
             return []
         case .strings(let indices)?:
+            guard indices.count <= limit else { throw GiveUp() }
             var out: [String] = []
             out.reserveCapacity(indices.count)
             for i in indices { out.append(text(elements[i])) }

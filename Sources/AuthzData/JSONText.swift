@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What `RecordCodec.foundationDecode` (and the server, for check bodies) does around
 /// `JSONSerialization` where it reads JSON its own way.
@@ -13,7 +16,7 @@ public enum JSONText {
     /// Foundation skips it (as RFC 8259 allows), anywhere else it is malformed JSON either way.
     public static func escapingByteOrderMarks(_ line: Data) -> Data? {
         line.withUnsafeBytes { (b: UnsafeRawBufferPointer) -> Data? in
-            guard b.contains(0xEF) else { return nil }
+            guard let base = b.baseAddress, memchr(base, 0xEF, b.count) != nil else { return nil }
             var out: Data? = nil
             var copied = 0 // bytes of `b` already in `out`
             var inString = false
@@ -53,30 +56,46 @@ public enum JSONText {
     /// `topLevelOnly`: only the outermost object's keys (a data line, whose nested values are
     /// refused by type anyway).
     public static func repeatedKey(in json: Data, topLevelOnly: Bool = false) -> String? {
-        json.withUnsafeBytes { (b: UnsafeRawBufferPointer) -> String? in
-            var keys: [Range<Int>] = [] // the keys of the open objects, innermost last, quotes included
-            var opens: [Int] = []       // each open container: where its keys start in `keys`, -1 for an array
+        json.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> String? in
+            guard let b = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
+            let n = raw.count
+            var keys: [Key] = []  // the keys of the open objects, innermost last
+            var opens: [Int] = [] // each open container: where its keys start in `keys`, -1 for an array
+            // An object's first 16 keys are compared one by one (a check has 4); past them, by
+            // a set (by where the object's keys start), so that no object costs more than
+            // linear time: one of 40k keys took 86 s compared pairwise.
+            var sets: [Int: KeySet] = [:]
+            keys.reserveCapacity(16)
+            opens.reserveCapacity(8)
             var i = 0
-            while i < b.count {
+            while i < n {
                 switch b[i] {
                 case quote:
                     let start = i
-                    i += 1
-                    while i < b.count && b[i] != quote { i += b[i] == backslash ? 2 : 1 }
-                    i = min(i + 1, b.count)
+                    i = stringEnd(b, n, from: i + 1)
                     var next = i
-                    while next < b.count, [0x20, 0x09, 0x0A, 0x0D].contains(b[next]) { next += 1 }
-                    if let first = opens.last, first >= 0, !topLevelOnly || opens.count == 1,
-                       next < b.count, b[next] == UInt8(ascii: ":") {
-                        let key = start..<i
-                        for other in keys[first...] where sameKey(b, other, key) { return decodedKey(b, key) }
+                    while next < n, b[next] == 0x20 || b[next] == 0x09 || b[next] == 0x0A || b[next] == 0x0D { next += 1 }
+                    guard next < n, b[next] == UInt8(ascii: ":"), let first = opens.last, first >= 0,
+                          !topLevelOnly || opens.count == 1 else { continue }
+                    let key = Key(b, start..<i)
+                    if let set = sets[first] {
+                        if !set.keys.insert(key.bytes(b)).inserted { return key.text(b) }
+                    } else if keys.count - first < 16 {
+                        for other in keys[first...] where other.same(as: key, b) { return key.text(b) }
                         keys.append(key)
+                    } else {
+                        let set = KeySet(Set(keys[first...].map { $0.bytes(b) }))
+                        if !set.keys.insert(key.bytes(b)).inserted { return key.text(b) }
+                        sets[first] = set
                     }
                     continue
                 case UInt8(ascii: "{"): opens.append(keys.count)
                 case UInt8(ascii: "["): opens.append(-1)
                 case UInt8(ascii: "}"), UInt8(ascii: "]"):
-                    if let first = opens.popLast(), first >= 0 { keys.removeSubrange(first...) }
+                    if let first = opens.popLast(), first >= 0 {
+                        keys.removeSubrange(first...)
+                        if !sets.isEmpty { sets[first] = nil }
+                    }
                 default: break
                 }
                 i += 1
@@ -85,14 +104,50 @@ public enum JSONText {
         }
     }
 
-    private static func sameKey(_ b: UnsafeRawBufferPointer, _ x: Range<Int>, _ y: Range<Int>) -> Bool {
-        let escaped = b[x].contains(backslash) || b[y].contains(backslash)
-        if !escaped { return b[x].elementsEqual(b[y]) }
-        return decodedKey(b, x) == decodedKey(b, y)
+    /// The keys of one large object (a class, so that inserting never copies the set).
+    private final class KeySet {
+        var keys: Set<[UInt8]>
+        init(_ keys: Set<[UInt8]>) { self.keys = keys }
     }
 
-    private static func decodedKey(_ b: UnsafeRawBufferPointer, _ r: Range<Int>) -> String {
-        (try? JSONSerialization.jsonObject(with: Data(b[r]), options: [.fragmentsAllowed])) as? String
-            ?? String(decoding: b[r].dropFirst().dropLast(), as: UTF8.self)
+    /// A key as written: its contents between the quotes, and for one with an escape its
+    /// decoded UTF-8 (decoded once), which is what keys compare by.
+    private struct Key {
+        let contents: Range<Int>
+        let decoded: [UInt8]?
+        init(_ b: UnsafePointer<UInt8>, _ quoted: Range<Int>) {
+            contents = (quoted.lowerBound + 1)..<(quoted.upperBound - 1)
+            if memchr(b + contents.lowerBound, Int32(backslash), contents.count) == nil {
+                decoded = nil
+            } else {
+                let text = (try? JSONSerialization.jsonObject(with: Data(bytes: b + quoted.lowerBound, count: quoted.count),
+                                                               options: [.fragmentsAllowed])) as? String
+                decoded = Array((text ?? "").utf8)
+            }
+        }
+        func withBytes<R>(_ b: UnsafePointer<UInt8>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+            if let decoded { return decoded.withUnsafeBytes(body) }
+            return body(UnsafeRawBufferPointer(start: b + contents.lowerBound, count: contents.count))
+        }
+        func same(as other: Key, _ b: UnsafePointer<UInt8>) -> Bool {
+            withBytes(b) { x in other.withBytes(b) { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) } }
+        }
+        func text(_ b: UnsafePointer<UInt8>) -> String { withBytes(b) { String(decoding: $0, as: UTF8.self) } }
+        func bytes(_ b: UnsafePointer<UInt8>) -> [UInt8] { withBytes(b) { Array($0) } }
     }
+
+    /// Just past the quote that closes the string whose contents start at `i`: the next
+    /// quote (found by `memchr`) that an even number of backslashes precedes.
+    private static func stringEnd(_ b: UnsafePointer<UInt8>, _ n: Int, from i: Int) -> Int {
+        var at = i
+        while at < n, let q = memchr(b + at, Int32(quote), n - at) {
+            let end = b.distance(to: q.assumingMemoryBound(to: UInt8.self))
+            var slashes = 0
+            while end - slashes - 1 >= i && b[end - slashes - 1] == backslash { slashes += 1 }
+            if slashes % 2 == 0 { return end + 1 }
+            at = end + 1
+        }
+        return n
+    }
+
 }

@@ -35,6 +35,11 @@ public enum RecordCodec {
     /// The reference decoder: `JSONSerialization`, then `RecordReader`. It decides every line
     /// `FastRecordDecoder` is not sure of, and writes every error message.
     static func foundationDecode(line: Data, number: Int) throws(DataError) -> Record {
+        // Foundation would read a UTF-16 or UTF-32 line (told by its NUL bytes), which the
+        // byte scans below would not see through; JSON text never holds a NUL byte.
+        if line.contains(0) {
+            throw DataError(line: number, field: nil, message: "the line holds a NUL byte: JSON Lines are UTF-8 text (UTF-16 and UTF-32 are not read)")
+        }
         // A U+FEFF written as bytes is read as the escaped one, which Foundation keeps.
         let escaped = JSONText.escapingByteOrderMarks(line)
         let value: Any
@@ -52,7 +57,8 @@ public enum RecordCodec {
             throw DataError(line: number, field: nil, message: "expected a JSON object, found \(JSONValue.describe(value))")
         }
         if let key = JSONText.repeatedKey(in: escaped ?? line, topLevelOnly: true) {
-            throw DataError(line: number, field: key, message: "duplicate field `\(key)`; each field may appear only once")
+            let quoted = Identifier.quotable(key)
+            throw DataError(line: number, field: quoted, message: "duplicate field `\(quoted)`; each field may appear only once")
         }
         do {
             return try RecordReader(object: object).record()

@@ -101,7 +101,7 @@ struct RecordReader {
         case .member:
             return .member(.init(
                 org: try string("org"), user: try string("user"), role: try string("role"),
-                assignments: try strings("assignments", required: false)))
+                assignments: try strings("assignments", required: false, atMost: Directory.maxAssignments)))
         case .role:
             return .role(.init(org: try string("org"), id: try string("id"), permissions: try strings("permissions", required: true)))
         case .apiKey:
@@ -111,7 +111,7 @@ struct RecordReader {
         case .invitation:
             return .invitation(.init(
                 id: try string("id"), org: try string("org"), email: try string("email"), role: try string("role"),
-                assignments: try strings("assignments", required: false), status: try string("status"),
+                assignments: try strings("assignments", required: false, atMost: Directory.maxAssignments), status: try string("status"),
                 expiresAt: try timestamp("expires_at")))
         }
     }
@@ -134,7 +134,7 @@ struct RecordReader {
         if let near = allowed.first(where: { let d = editDistance($0, unknown); return d <= 2 && 2 * d < unknown.count }) {
             message += "; did you mean `\(near)`?"
         }
-        throw FieldError(unknown, message)
+        throw FieldError(quoted, message)
     }
 
     // MARK: Fields
@@ -160,13 +160,14 @@ struct RecordReader {
     }
 
     /// When not required, absent or null is empty.
-    private func strings(_ name: String, required: Bool) throws(FieldError) -> [String] {
+    private func strings(_ name: String, required: Bool, atMost limit: Int = .max) throws(FieldError) -> [String] {
         guard let value = object[name] else {
             if required { throw FieldError(name, "missing required field `\(name)`") }
             return []
         }
         if !required && value is NSNull { return [] }
         guard let array = value as? [Any] else { throw FieldError(name, "expected an array of strings") }
+        guard array.count <= limit else { throw FieldError(name, "\(array.count) entries; at most \(limit) are allowed") }
         var out: [String] = []
         out.reserveCapacity(array.count)
         for (i, element) in array.enumerated() {

@@ -330,6 +330,10 @@ extension Engine {
 
     private func parseJSON(_ body: [UInt8]) throws(HTTPError) -> Any {
         guard !body.isEmpty else { throw .invalidJSON("the request body is empty; send a JSON object") }
+        // UTF-8 only: Foundation would also read UTF-16 and UTF-32 (told by their NUL bytes),
+        // which the checks below, reading bytes, would not see through.
+        let utf8 = body.withUnsafeBytes { b in memchr(b.baseAddress!, 0, b.count) == nil && isUTF8(b) }
+        guard utf8 else { throw .invalidJSON("the request body is not UTF-8 text (UTF-16 and UTF-32 are not read, nor NUL bytes)") }
         // Read as sent: Foundation drops a U+FEFF written as bytes inside a string (the
         // escaped form is kept), and keeps the last of repeated keys.
         var data = Data(body)

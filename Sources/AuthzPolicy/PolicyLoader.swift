@@ -48,6 +48,10 @@ public enum PolicyLoader {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw PolicyErrors([PolicyError(file: path, line: 0, column: 0, message: "cannot read the policy file")])
         }
+        guard data.count <= maxBytes else {
+            throw PolicyErrors([PolicyError(file: path, line: 1, column: 1,
+                                            message: "the policy is \(data.count) bytes; at most \(maxBytes) are read (a policy is a few kilobytes)")])
+        }
         guard let text = String(data: data, encoding: .utf8) else {
             // Where: the line and column (in bytes) of the first byte that is not UTF-8.
             let bad = Self.firstInvalidUTF8(data) ?? 0
@@ -88,6 +92,24 @@ struct PolicyValidator {
     var errors: [PolicyError] = []
     /// Errors reported at most (an aliased anchor can repeat one mistake millions of times).
     static var maxErrors: Int { 100 }
+    /// Mapping pairs and list items read, at most, over the whole policy: within every other
+    /// bound, an anchor aliased under many actions can still multiply what is read (1,024 types
+    /// of 16 actions, each naming a 1,024-item list: 16M items from 15 KB).
+    static var maxNodes: Int { 1_000_000 }
+    private var nodesLeft = maxNodes
+
+    /// Takes `count` from what may be read; false (said once) when the policy asks for more.
+    private mutating func spend(_ count: Int, _ node: Node) -> Bool {
+        guard nodesLeft >= 0 else { return false }
+        nodesLeft -= count
+        guard nodesLeft >= 0 else {
+            let mark = node.mark
+            errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1,
+                                      message: "the policy reads as more than \(Self.maxNodes) mapping entries and list items (aliases count each time they are used)"))
+            return false
+        }
+        return true
+    }
 
     init(file: String, ignoredKeys: Set<String> = []) {
         self.file = file
@@ -95,7 +117,8 @@ struct PolicyValidator {
     }
 
     mutating func error(_ node: Node?, _ message: String) {
-        guard errors.count <= Self.maxErrors else { return }
+        // Past the read budget, what is not read would only make false errors.
+        guard errors.count <= Self.maxErrors, nodesLeft >= 0 else { return }
         let mark = node?.mark
         errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1,
                                   message: errors.count < Self.maxErrors ? message : "more errors follow; the first \(Self.maxErrors) are listed"))
@@ -107,6 +130,7 @@ struct PolicyValidator {
             error(node, "\(what) must be a mapping")
             return []
         }
+        guard spend(map.count, node) else { return [] }
         var seen: Set<String> = []
         var out: [(String, Node, Node)] = []
         for (k, v) in map {
@@ -147,6 +171,7 @@ struct PolicyValidator {
             error(node, "\(what) has \(seq.count) items; at most \(Self.maxListItems) are read")
             return []
         }
+        guard spend(seq.count, node) else { return [] }
         return seq.compactMap { n in string(n, "\(what) item").map { ($0, n) } }
     }
 

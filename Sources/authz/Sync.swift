@@ -124,8 +124,9 @@ struct Sync: AsyncParsableCommand {
             // Said if this batch fails: what earlier batches did stays done.
             let applied = range.lowerBound == 0 ? nil
                 : "note: \(range.lowerBound == 1 ? "the record" : "the \(range.lowerBound) records") before this batch "
-                + "\(range.lowerBound == 1 ? "was" : "were") applied (revision \(totals.revision)); none from \(locate(1)) on"
-            let outcome = try await pushWithRetry(client, body, expected: expected, applied: applied, locate: locate)
+                + "\(range.lowerBound == 1 ? "was" : "were") applied (revision \(totals.revision))"
+            let from = locate(1)
+            let outcome = try await pushWithRetry(client, body, expected: expected, applied: applied, from: from, locate: locate)
             totals.upserted += outcome.upserted
             totals.deleted += outcome.deleted
             totals.revision = outcome.revision
@@ -140,11 +141,16 @@ struct Sync: AsyncParsableCommand {
             + String(format: "%.2f s, %.0f records/s", secs, Double(recordCount) / max(secs, 1e-9)))
     }
 
-    /// `applied`: what to say, on failure, of the batches already applied.
-    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, applied: String?,
+    /// `applied`: what to say, on failure, of the batches already applied; `from`, where this
+    /// batch starts in the input.
+    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, applied: String?, from: String,
                                locate: (Int) -> String) async throws -> AuthzClient.SyncOutcome {
-        func fail(_ code: Int32) -> ExitCode {
-            if let applied { printError(applied) }
+        /// `unknown`: whether this batch may have been applied (the store's state is unknown, or
+        /// the server stopped answering after it may have committed).
+        func fail(_ code: Int32, unknown: Bool = false) -> ExitCode {
+            if let applied {
+                printError(applied + (unknown ? "; whether this batch (from \(from)) was is unknown" : "; none from \(from) on"))
+            }
             return ExitCode(code)
         }
         var delay: Double = 0.25
@@ -158,7 +164,7 @@ struct Sync: AsyncParsableCommand {
                 case .unreachable, .refused(status: 503, _, _, _):
                     guard attempt < retries else {
                         printError("error: \(error) (gave up after \(attempt) attempts)")
-                        throw fail(2)
+                        throw fail(2, unknown: true) // an attempt may have committed before the answer was lost
                     }
                     printError("\(error); retrying in \(String(format: "%.2g", delay)) s")
                     try? await Task.sleep(nanoseconds: UInt64(delay * 1e9))
@@ -175,7 +181,7 @@ struct Sync: AsyncParsableCommand {
                     throw fail(1)
                 case .refused(let status, let code, let message, _):
                     printError("error: the server refused the sync (\(status) \(code)): \(message)")
-                    throw fail(2)
+                    throw fail(2, unknown: code == "store_state_unknown")
                 case .badResponse(let m):
                     printError("error: unexpected answer from the server: \(m)")
                     throw fail(2)

@@ -134,20 +134,15 @@ private func apply(_ dir: Directory, _ records: Record...) throws -> Directory {
         #expect(errors[0].message.hasPrefix("unknown assignment `ops`"))
     }
 
-    /// A check reads every custom role of its member, so a record carries a bounded number
-    /// of assignments; repeated names count once.
-    @Test func assignmentsAreBoundedAndCountedOnce() throws {
-        let many = Array(repeating: "ci-bot", count: Directory.maxAssignments)
+    /// Repeated custom role names count once, in time linear in their number (a member with
+    /// 40k took 3.7 s to load, pairwise). The bound on how many a record carries is the
+    /// decoders' (RecordCodecTests): a directory, loaded from a store written before it, takes more.
+    @Test func repeatedAssignmentsCountOnceAndAStoreCanHoldMany() throws {
+        let many = Array(repeating: "ci-bot", count: 300) + ["dev"]
         let ok = try apply(try directory(), .member(.init(org: "acme", user: "u9", role: "member", assignments: many)))
         #expect(try ok.check(CheckRequest(subject: "user:u9", action: "delete", resource: "sandbox:s", org: "acme"),
                              now: Timestamp(seconds: 0)).allowed)
         #expect(ok.records().contains(.member(.init(org: "acme", user: "u9", role: "member", assignments: many))))
-        let errors = Fixtures.errors(applying: [
-            .member(.init(org: "acme", user: "u9", role: "member", assignments: many + ["dev"])),
-            .invitation(.init(id: "inv9", org: "acme", email: "a@x.io", role: "member", assignments: many + ["dev"], status: "pending")),
-        ], to: try directory())
-        #expect(errors.map(\.field) == ["assignments", "assignments"])
-        #expect(errors.first?.message == "257 assignments; at most 256 are allowed")
     }
 
     /// An invalid id is quoted in its error with control characters escaped and at most 64

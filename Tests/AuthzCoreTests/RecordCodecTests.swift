@@ -291,4 +291,28 @@ private let t2027 = Timestamp(rfc3339: "2027-01-01T00:00:00Z")!
         #expect(decoded.map(\.record) == Self.records)
         #expect(decoded.map(\.line) == Array(1...Self.records.count))
     }
+
+    /// A line in UTF-16 or UTF-32 is refused (its NUL bytes), not read by Foundation, which
+    /// would see through the encoding where the byte checks (a field given twice) do not.
+    @Test func aLineThatIsNotUTF8TextIsRefused() {
+        let line = #"{"kind":"member","org":"acme","user":"bob","role":"member","op":"delete","op":"upsert"}"#
+        for encoding in [String.Encoding.utf16LittleEndian, .utf16BigEndian, .utf32BigEndian] {
+            let data = Data(#"{"kind":"org","id":"acme"}"#.utf8) + Data("\n".utf8) + line.data(using: encoding)!
+            let decoded = RecordCodec.decodeLines(data)
+            #expect(decoded.records.count == 1, "\(encoding)")
+            #expect(decoded.errors.map(\.line) == [2], "\(encoding)")
+            #expect(decoded.errors.first?.message.hasPrefix("the line holds a NUL byte") == true, "\(encoding): \(decoded.errors)")
+        }
+    }
+
+    /// A member or invitation in JSON Lines carries at most `Directory.maxAssignments`
+    /// assignments: both decoders agree (the fast one leaves the error to the reference one).
+    @Test func assignmentsAreBounded() {
+        let names = (0...Directory.maxAssignments).map { "\"r\($0)\"" }
+        let over = #"{"kind":"member","org":"acme","user":"u","role":"member","assignments":["# + names.joined(separator: ",") + "]}"
+        let at = #"{"kind":"member","org":"acme","user":"u","role":"member","assignments":["# + names.dropLast().joined(separator: ",") + "]}"
+        let decoded = RecordCodec.decodeLines(over + "\n" + at + "\n")
+        #expect(decoded.errors.map { "\($0.line) \($0.field ?? "") \($0.message)" } == ["1 assignments 257 entries; at most 256 are allowed"])
+        #expect(decoded.records.count == 1)
+    }
 }

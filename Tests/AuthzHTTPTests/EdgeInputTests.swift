@@ -80,11 +80,19 @@ struct EdgeInputTests {
         let rest = #""action":"delete","resource":"sandbox:s","org":"acme""#
         for body in [
             #"{"subject":"user:u2","subject":"user:u1",\#(rest)}"#,
-            #"{"subject":"user:u2","subject":"user:u1",\#(rest)}"#,
+            #"{"subject":"user:u2","sub\u006aect":"user:u1",\#(rest)}"#,
+            #"{"subject":"user:u2","\u0073ubject":"user:u1",\#(rest)}"#,
         ] {
             let r = try live.http.post("/v1/check", json: body)
             #expect(r.status == 400 && r.errorCode == "invalid_json", "\(body): \(r.text)")
             #expect(r.text.contains("the key `subject` appears twice in one object"), "\(r.text)")
+        }
+        // Not in UTF-16 or UTF-32 either, which Foundation would read and the byte scans not.
+        for encoding in [String.Encoding.utf16LittleEndian, .utf32BigEndian] {
+            let body = #"{"subject":"user:nobody","subject":"user:u1",\#(rest)}"#.data(using: encoding)!
+            let r = try live.http.request("POST", "/v1/check", body: Array(body), headers: ["Content-Type": "application/json"])
+            #expect(r.status == 400 && r.errorCode == "invalid_json", "\(encoding): \(r.text)")
+            #expect(r.text.contains("the request body is not UTF-8 text"), "\(r.text)")
         }
         let batch = try live.http.post("/v1/check/batch", json: #"{"checks":[{"subject":"user:u1",\#(rest)},{"org":"beta","subject":"user:u1",\#(rest)}]}"#)
         #expect(batch.status == 400 && batch.text.contains("the key `org` appears twice"), "\(batch.text)")

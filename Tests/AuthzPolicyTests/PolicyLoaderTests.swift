@@ -161,6 +161,19 @@ func shipped(_ relative: String) -> String { packageRoot + "/" + relative }
                 == ["7:15 `grants` of `v` has 1025 items; at most 1024 are read"])
     }
 
+    /// Within every other bound an anchor can still multiply what is read (1,024 types of 16
+    /// actions each naming a 1,024-item list, 16M items from 15 KB): a million is read, at most,
+    /// and then the policy is refused with that error alone.
+    @Test func whatAliasesMultiplyIsBounded() {
+        let list = "[" + Array(repeating: "p", count: 1_024).joined(separator: ", ") + "]"
+        let actions = (0..<16).map { "    a\($0): {require: {any_of: *L}}" }.joined(separator: "\n")
+        let types = (1..<1_024).map { "  t\($0): *A" }.joined(separator: "\n")
+        let yaml = Self.policy(assignments: "  v: {grants: &L \(list)}", resources: "  t0: &A\n\(actions)\n\(types)")
+        let errors = Self.errors(yaml)
+        #expect(errors.count == 1)
+        #expect(errors.first?.hasSuffix("the policy reads as more than 1000000 mapping entries and list items (aliases count each time they are used)") == true, "\(errors)")
+    }
+
     /// One mistake repeated through an alias is listed 100 times, then said to go on.
     @Test func errorsStopAtOneHundred() {
         let actions = (0..<300).map { "    a\($0): {require: nope}" }.joined(separator: "\n")
