@@ -358,7 +358,16 @@ public struct Directory: Sendable {
             if let a = policy.assignmentID(named: n) {
                 mask |= 1 << UInt64(a)
             } else if roles[org, n] != nil {
-                if seen.insert(n).inserted { custom.append(i) }
+                // A few, compared in place (a set per member cost 1.6% of a build); past 16, a
+                // set, so that a long list is not square in its length.
+                let repeated: Bool
+                if custom.count < 16 {
+                    repeated = custom.contains { names[$0] == n }
+                } else {
+                    if seen.isEmpty { seen = Set(custom.map { names[$0] }) }
+                    repeated = !seen.insert(n).inserted
+                }
+                if !repeated { custom.append(i) }
             } else {
                 throw RecordError("assignments[\(i)]", "unknown assignment `\(Identifier.quotable(n))`: not a global assignment nor a custom role of org `\(org)`")
             }

@@ -145,6 +145,20 @@ private func apply(_ dir: Directory, _ records: Record...) throws -> Directory {
         #expect(ok.records().contains(.member(.init(org: "acme", user: "u9", role: "member", assignments: many))))
     }
 
+    /// Past 16 distinct custom roles the repeats are found through a set: each role counts once.
+    @Test func manyDistinctCustomRolesCountOnceEach() throws {
+        var dir = try directory()
+        let roles = (0..<20).map { "r\($0)" }
+        for r in roles { dir = try apply(dir, .role(.init(org: "acme", id: r, permissions: r == "r19" ? ["delete:sandboxes"] : ["read:sandboxes"]))) }
+        dir = try apply(dir, .member(.init(org: "acme", user: "u9", role: "member", assignments: roles + roles)))
+        #expect(try dir.check(CheckRequest(subject: "user:u9", action: "delete", resource: "sandbox:s", org: "acme"),
+                              now: Timestamp(seconds: 0)).allowed)
+        // Each role is held once: removing the member frees every one of them for deletion.
+        dir = try apply(dir, .delete(.member(org: "acme", user: "u9")))
+        for r in roles { dir = try apply(dir, .delete(.role(org: "acme", id: r))) }
+        #expect(dir.counts.roles == 1)
+    }
+
     /// An invalid id is quoted in its error with control characters escaped and at most 64
     /// characters (a 10 KB id is not sent back whole).
     @Test func anInvalidIdIsQuotedEscapedAndClipped() throws {
