@@ -15,34 +15,33 @@ public enum JSONText {
     /// only what Foundation makes of it. One outside strings is left: before the object
     /// Foundation skips it (as RFC 8259 allows), anywhere else it is malformed JSON either way.
     public static func escapingByteOrderMarks(_ line: Data) -> Data? {
-        line.withUnsafeBytes { (b: UnsafeRawBufferPointer) -> Data? in
-            guard let base = b.baseAddress, memchr(base, 0xEF, b.count) != nil else { return nil }
+        line.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Data? in
+            guard let b = raw.baseAddress?.assumingMemoryBound(to: UInt8.self), memchr(b, 0xEF, raw.count) != nil else { return nil }
+            let n = raw.count
             var out: Data? = nil
-            var copied = 0 // bytes of `b` already in `out`
-            var inString = false
-            var i = 0
-            while i < b.count {
-                let c = b[i]
-                if !inString {
-                    inString = c == quote
-                    i += 1
-                } else if c == backslash {
-                    i += 2
-                } else if c == quote {
-                    inString = false
-                    i += 1
-                } else if c == 0xEF, i + 2 < b.count, b[i + 1] == 0xBB, b[i + 2] == 0xBF {
-                    if out == nil { out = Data(capacity: b.count + 5) }
-                    out!.append(contentsOf: b[copied..<i])
-                    out!.append(contentsOf: #"\ufeff"#.utf8)
-                    i += 3
-                    copied = i
-                } else {
-                    i += 1
+            var copied = 0 // bytes of `line` already in `out`
+            var at = 0
+            // From string to string (`stringEnd`, as `repeatedKey` goes): an escape is ASCII, so
+            // within a string the three bytes can only be the character itself.
+            while at < n, let q = memchr(b + at, Int32(quote), n - at) {
+                let open = b.distance(to: q.assumingMemoryBound(to: UInt8.self))
+                let end = stringEnd(b, n, from: open + 1)
+                var i = open + 1
+                while i + 3 <= end {
+                    if b[i] == 0xEF, b[i + 1] == 0xBB, b[i + 2] == 0xBF {
+                        if out == nil { out = Data(capacity: n + 5) }
+                        out!.append(b + copied, count: i - copied)
+                        out!.append(contentsOf: #"\ufeff"#.utf8)
+                        i += 3
+                        copied = i
+                    } else {
+                        i += 1
+                    }
                 }
+                at = end
             }
             guard var out else { return nil }
-            out.append(contentsOf: b[copied..<b.count])
+            out.append(b + copied, count: n - copied)
             return out
         }
     }
