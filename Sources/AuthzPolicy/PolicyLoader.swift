@@ -26,10 +26,7 @@ public enum PolicyLoader {
     public static func definition(yaml: String, file: String) throws(PolicyErrors) -> PolicyDefinition {
         // A policy is a few kilobytes (the shipped one, 4.5 KB). The bound keeps what a bad
         // file can cost (every duplicate key below composes the text again) to seconds.
-        guard yaml.utf8.count <= maxBytes else {
-            throw PolicyErrors([PolicyError(file: file, line: 1, column: 1,
-                                            message: "the policy is \(yaml.utf8.count) bytes; at most \(maxBytes) are read (a policy is a few kilobytes)")])
-        }
+        guard yaml.utf8.count <= maxBytes else { throw tooLarge(yaml.utf8.count, file: file) }
         let (root, duplicates, placeholders) = try YAMLText.compose(yaml, file: file)
         guard let root else {
             throw PolicyErrors([PolicyError(file: file, line: 1, column: 1, message: "the policy file is empty")])
@@ -44,14 +41,17 @@ public enum PolicyLoader {
     /// The largest policy read, in bytes.
     public static var maxBytes: Int { 256 << 10 }
 
+    private static func tooLarge(_ bytes: Int, file: String) -> PolicyErrors {
+        PolicyErrors([PolicyError(file: file, line: 1, column: 1,
+                                  message: "the policy is \(bytes) bytes; at most \(maxBytes) are read (a policy is a few kilobytes)")])
+    }
+
     static func read(_ path: String) throws(PolicyErrors) -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw PolicyErrors([PolicyError(file: path, line: 0, column: 0, message: "cannot read the policy file")])
         }
-        guard data.count <= maxBytes else {
-            throw PolicyErrors([PolicyError(file: path, line: 1, column: 1,
-                                            message: "the policy is \(data.count) bytes; at most \(maxBytes) are read (a policy is a few kilobytes)")])
-        }
+        // Before decoding it (`definition` bounds text given as it is).
+        guard data.count <= maxBytes else { throw tooLarge(data.count, file: path) }
         guard let text = String(data: data, encoding: .utf8) else {
             // Where: the line and column (in bytes) of the first byte that is not UTF-8.
             let bad = Self.firstInvalidUTF8(data) ?? 0
@@ -103,9 +103,7 @@ struct PolicyValidator {
         guard nodesLeft >= 0 else { return false }
         nodesLeft -= count
         guard nodesLeft >= 0 else {
-            let mark = node.mark
-            errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1,
-                                      message: "the policy reads as more than \(Self.maxNodes) mapping entries and list items (aliases count each time they are used)"))
+            append(node, "the policy reads as more than \(Self.maxNodes) mapping entries and list items (aliases count each time they are used)")
             return false
         }
         return true
@@ -119,9 +117,12 @@ struct PolicyValidator {
     mutating func error(_ node: Node?, _ message: String) {
         // Past the read budget, what is not read would only make false errors.
         guard errors.count <= Self.maxErrors, nodesLeft >= 0 else { return }
+        append(node, errors.count < Self.maxErrors ? message : "more errors follow; the first \(Self.maxErrors) are listed")
+    }
+
+    private mutating func append(_ node: Node?, _ message: String) {
         let mark = node?.mark
-        errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1,
-                                  message: errors.count < Self.maxErrors ? message : "more errors follow; the first \(Self.maxErrors) are listed"))
+        errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, message: message))
     }
 
     /// The pairs of a mapping, reporting a non-mapping and duplicate or unknown keys.
@@ -300,7 +301,6 @@ struct PolicyValidator {
                 }
                 assignments.append(.init(name: aName, aliases: aliases, permissions: grants))
             }
-            if assignments.count > 64 { error(node, "at most 64 global assignments are supported") }
         }
 
         // Invitations.
