@@ -78,10 +78,11 @@ struct Sync: AsyncParsableCommand {
                 rawStarts.append((file == "-" ? "<stdin>" : file, rawLines + 1))
                 // The bytes validated are the bytes sent (a single input is not copied).
                 if raw.isEmpty { raw = data } else { raw.append(data) }
-                // An empty input adds no line (`rawLines` counts none for it).
-                if !data.isEmpty && data.last != UInt8(ascii: "\n") { raw.append(UInt8(ascii: "\n")) }
+                // A last line without its newline gets one (an empty input adds no line).
+                let unended = !data.isEmpty && data.last != UInt8(ascii: "\n")
+                if unended { raw.append(UInt8(ascii: "\n")) }
                 let breaks = data.withUnsafeBytes { bytes in bytes.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) } }
-                rawLines += breaks + (data.last == UInt8(ascii: "\n") || data.isEmpty ? 0 : 1)
+                rawLines += breaks + (unended ? 1 : 0)
             }
         }
         if invalid { throw ExitCode(1) }
@@ -125,8 +126,7 @@ struct Sync: AsyncParsableCommand {
             let applied = range.lowerBound == 0 ? nil
                 : "note: \(range.lowerBound == 1 ? "the record" : "the \(range.lowerBound) records") before this batch "
                 + "\(range.lowerBound == 1 ? "was" : "were") applied (revision \(totals.revision))"
-            let from = locate(1)
-            let outcome = try await pushWithRetry(client, body, expected: expected, applied: applied, from: from, locate: locate)
+            let outcome = try await pushWithRetry(client, body, expected: expected, applied: applied, locate: locate)
             totals.upserted += outcome.upserted
             totals.deleted += outcome.deleted
             totals.revision = outcome.revision
@@ -141,14 +141,14 @@ struct Sync: AsyncParsableCommand {
             + String(format: "%.2f s, %.0f records/s", secs, Double(recordCount) / max(secs, 1e-9)))
     }
 
-    /// `applied`: what to say, on failure, of the batches already applied; `from`, where this
-    /// batch starts in the input.
-    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, applied: String?, from: String,
+    /// `applied`: what to say, on failure, of the batches already applied.
+    private func pushWithRetry(_ client: AuthzClient, _ body: Data, expected: Int64?, applied: String?,
                                locate: (Int) -> String) async throws -> AuthzClient.SyncOutcome {
         /// `unknown`: whether this batch may have been applied (the store's state is unknown, or
         /// the server stopped answering after it may have committed).
         func fail(_ code: Int32, unknown: Bool = false) -> ExitCode {
             if let applied {
+                let from = locate(1) // where this batch starts in the input
                 printError(applied + (unknown ? "; whether this batch (from \(from)) was is unknown" : "; none from \(from) on"))
             }
             return ExitCode(code)
