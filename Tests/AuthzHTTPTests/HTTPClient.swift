@@ -35,13 +35,13 @@ final class RawSocket {
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard rc == 0 else {
-            close(fd)
-            throw SocketError(description: "connect: \(errno)")
-        }
+        // Not closed here: a class whose init throws once its properties are set is still
+        // deinitialized, and a second close could close a descriptor the server under test
+        // had got meanwhile (libmicrohttpd aborts when epoll loses one of its sockets).
+        guard rc == 0 else { throw SocketError(description: "connect: \(errno)") }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
     func send(_ bytes: [UInt8]) throws {
         var sent = 0
