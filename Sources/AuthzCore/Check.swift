@@ -137,8 +137,8 @@ extension Directory {
     /// two are only ever written together, by `upsert`), then 1 for an owner, 0 for a member.
     static var memberFactsLength: Int { 9 }
 
-    static func writeMemberFacts(role: RoleKind, assignments: NameList, to p: UnsafeMutableRawPointer) {
-        p.storeBytes(of: UInt64(UInt(bitPattern: Unmanaged.passUnretained(assignments.storage).toOpaque())), as: UInt64.self)
+    static func writeMemberFacts(role: RoleKind, list: Unmanaged<NameListStorage>, to p: UnsafeMutableRawPointer) {
+        p.storeBytes(of: UInt64(UInt(bitPattern: list.toOpaque())), as: UInt64.self)
         p.storeBytes(of: role == .owner ? 1 : 0, toByteOffset: 8, as: UInt8.self)
     }
 
@@ -220,7 +220,7 @@ extension Directory {
         // org is looked up only when the member is not found and the action needs the
         // invitee, or when a condition reads the org (below): a lookup is up to three cache
         // misses at a million members.
-        let member = members.withPayload(orgID, userID) { Directory.memberFacts($0) }
+        let member = members.facts(org: orgID, user: userID)
         if member == nil {
             // Without the org, the answer would be `not_member` as well.
             guard a.requirement == .invitee else { return Decision(.notMember, action: id) }
@@ -281,7 +281,7 @@ extension Directory {
                 return Decision(.selfUpdate, action: id)
             }
             if conditions.contains(.notLastOwner), org.ownerCount <= 1,
-               members.withValue(orgID, targetUser, { $0.role }) == .owner {
+               members.find(orgID, targetUser)?.role == .owner {
                 return Decision(.lastOwner, action: id)
             }
             if conditions.contains(.invitee) && !isInvitee(userID: userID, invitation: target, orgID: orgID, now: now) {

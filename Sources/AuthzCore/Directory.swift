@@ -37,11 +37,17 @@ public struct Directory: Sendable {
     /// those retains were a cache miss each and 10-20% of a start-up's and an apply's time.
     /// Sendable as `NameList` is: the list it points at is immutable.
     struct MemberEntry: @unchecked Sendable {
-        private var list: Unmanaged<NameListStorage>
+        /// The assignment list, unretained.
+        private(set) var list: Unmanaged<NameListStorage>
         var role: RoleKind
 
         init(assignments: NameList, role: RoleKind) {
             list = Unmanaged.passUnretained(assignments.storage)
+            self.role = role
+        }
+
+        init(list: Unmanaged<NameListStorage>, role: RoleKind) {
+            self.list = list
             self.role = role
         }
 
@@ -86,9 +92,7 @@ public struct Directory: Sendable {
 
     var orgs = ByteMap<OrgEntry>(shardBits: 10)
     var users = Directory.usersMap()
-    /// Payload: what the check path reads of a member (`MemberFacts`), so a lookup reads the
-    /// slot and the key's bytes, which the facts follow, and not the entry.
-    var members = ByteMap<MemberEntry>(shardBits: 12, payloads: true)
+    var members = MemberTable()
     var roles = ByteMap<RoleEntry>(shardBits: 8)
     var keys = ByteMap<KeyEntry>(shardBits: 12, payloads: true)
     var invitations = ByteMap<InvitationEntry>(shardBits: 10, payloads: true)
@@ -174,7 +178,7 @@ public struct Directory: Sendable {
     mutating func reserve(_ e: DirectoryBuilder.Expected) {
         if e.orgs > 0 { orgs.reserve(e.orgs, arenaBytes: e.orgKeyBytes) }
         Directory.reserveUsers(&users, e)
-        if e.members > 0 { members.reserve(e.members, arenaBytes: e.memberKeyBytes + e.members * Directory.memberFactsLength) }
+        if e.members > 0 { members.reserve(e) }
         if e.roles > 0 { roles.reserve(e.roles, arenaBytes: e.roleKeyBytes) }
         if e.apiKeys > 0 { keys.reserve(e.apiKeys, arenaBytes: e.apiKeyKeyBytes + e.apiKeyPayloadBytes) }
         if e.invitations > 0 { invitations.reserve(e.invitations, arenaBytes: e.invitationKeyBytes + e.invitationPayloadBytes) }
@@ -247,8 +251,7 @@ public struct Directory: Sendable {
             let (org, id) = ByteMap<RoleEntry>.parts(k)
             out.append(.role(.init(org: org, id: id, permissions: r.permissions?.names ?? [])))
         }
-        members.forEach { k, m in
-            let (org, user) = ByteMap<MemberEntry>.parts(k)
+        members.forEach { org, user, m in
             out.append(.member(.init(org: org, user: user, role: policy.roleName(m.role), assignments: m.assignments.names)))
         }
         keys.forEachBytes { id, k, payload in
@@ -412,8 +415,7 @@ public struct Directory: Sendable {
                 list = internAssignments(r.assignments, mask: mask, customRoles: custom)
                 if custom.isEmpty && !r.assignments.isEmpty { recentLists[r.assignments] = list }
             }
-            let old = members.upsert(r.org, r.user, MemberEntry(assignments: list, role: kind),
-                                     payloadLength: Directory.memberFactsLength) { Directory.writeMemberFacts(role: kind, assignments: list, to: $0) }
+            let old = members.upsert(org: r.org, user: r.user, MemberEntry(assignments: list, role: kind))
             // After interning the new list, so a list the member keeps is never dropped.
             if let old { unlink(member: old, org: r.org) }
             link(role: kind, assignments: list, org: r.org)
@@ -541,7 +543,7 @@ public struct Directory: Sendable {
             // The org's roles go with it, so its members' and invitations' role counts need no
             // update; their lists do.
             let prefix = Array(id.utf8) + [ByteMap<MemberEntry>.separator]
-            for (_, m) in members.removeAll(where: { k, _, _ in k.starts(with: prefix) }) { assignmentLists.release(m.assignments) }
+            for m in members.removeAll(org: id) { assignmentLists.release(m.assignments) }
             for (_, r) in roles.removeAll(where: { k, _, _ in k.starts(with: prefix) }) { permissionLists.release(r.permissions) }
             for (_, k) in keys.removeAll(where: { _, k, p in p.prefix(Int(k.orgLength)).elementsEqual(id.utf8) }) {
                 permissionLists.release(k.permissions)
@@ -552,17 +554,13 @@ public struct Directory: Sendable {
 
         case .user(let id):
             users.remove(id)
-            let suffix = [ByteMap<MemberEntry>.separator] + Array(id.utf8)
-            let removed = members.removeAll { k, _, _ in
-                k.count >= suffix.count && UnsafeRawBufferPointer(rebasing: k[(k.count - suffix.count)...]).elementsEqual(suffix)
-            }
-            for (k, m) in removed { unlink(member: m, org: ByteMap<MemberEntry>.parts(k).0) }
+            for (org, m) in members.removeAll(user: id) { unlink(member: m, org: org) }
             for (_, k) in keys.removeAll(where: { _, k, p in p.dropFirst(Int(k.orgLength)).elementsEqual(id.utf8) }) {
                 permissionLists.release(k.permissions)
             }
 
         case .member(let org, let user):
-            if let old = members.remove(org, user) { unlink(member: old, org: org) }
+            if let old = members.remove(org: org, user: user) { unlink(member: old, org: org) }
 
         case .role(let org, let id):
             guard let role = roles[org, id] else { return }
@@ -594,7 +592,7 @@ extension Directory {
         users.forEachBytes { k, _, _ in if !next.users.contains(k) { n += 1 } }
         // Composite keys are stored joined by the separator but hashed from their parts.
         roles.forEachBytes { k, _, _ in let (a, b) = ByteMap<RoleEntry>.parts(k); if next.roles.withValue(a, b, { _ in true }) == nil { n += 1 } }
-        members.forEachBytes { k, _, _ in let (a, b) = ByteMap<MemberEntry>.parts(k); if next.members.withValue(a, b, { _ in true }) == nil { n += 1 } }
+        members.forEach { org, user, _ in if next.members[org, user] == nil { n += 1 } }
         keys.forEachBytes { k, _, _ in if !next.keys.contains(k) { n += 1 } }
         invitations.forEachBytes { k, _, _ in if !next.invitations.contains(k) { n += 1 } }
         return n
@@ -620,6 +618,8 @@ public struct DirectoryBuilder: Sendable {
         public var orgs = 0, users = 0, members = 0, roles = 0, apiKeys = 0, invitations = 0
         public var orgKeyBytes = 0, userKeyBytes = 0, memberKeyBytes = 0, roleKeyBytes = 0, apiKeyKeyBytes = 0, invitationKeyBytes = 0
         public var userPayloadBytes = 0, apiKeyPayloadBytes = 0, invitationPayloadBytes = 0
+        /// Members whose org and user ids are canonical UUIDs (`MemberIndex`).
+        public var indexedMembers = 0
         public init() {}
 
         /// Counts `record` in.
@@ -635,6 +635,7 @@ public struct DirectoryBuilder: Sendable {
             case .member(let r):
                 members += 1
                 memberKeyBytes += r.org.utf8.count + 1 + r.user.utf8.count
+                if MemberTable.key(r.org, r.user) != nil { indexedMembers += 1 }
             case .role(let r):
                 roles += 1
                 roleKeyBytes += r.org.utf8.count + 1 + r.id.utf8.count

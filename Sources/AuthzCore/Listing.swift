@@ -88,12 +88,7 @@ extension Directory {
         let resolved: Result<CompiledAction, CheckError> = withBytes(resource) { r in withBytes(action) { a in resolveAction(resource: r, action: a) } }
         let compiled = try resolved.get()
         guard !org.isEmpty else { throw CheckError(code: .invalidOrg, parameter: "org", message: "org must not be empty") }
-        let prefix = org + String(decoding: [ByteMap<MemberEntry>.separator], as: UTF8.self)
-        var candidates: Set<String> = []
-        members.forEach { key, _ in
-            guard key.hasPrefix(prefix) else { return }
-            candidates.insert(ByteMap<MemberEntry>.parts(key).1)
-        }
+        var candidates = Set(members.users(of: org))
         // Only an invitee action (accept, decline) admits a non-member: the users whose verified
         // email is the invitation's are candidates too (`check` decides the rest: open, this
         // org, not expired). One pass over the users, comparing bytes, for these actions only.

@@ -49,6 +49,14 @@ extension Directory {
             map.forEachBytes { _, v, _ in values(copy v, &use) }
             return use
         }
+        func memberIndex() -> MemoryUse {
+            var use = MemoryUse(name: "members (uuid ids)")
+            use.count = members.index.count
+            use.entryStride = MemberIndexShard.stride
+            use.entryCapacity = members.index.recordCapacity
+            use.entryBytes = members.index.recordBytes
+            return use
+        }
         func lists(_ name: String, _ t: NameListTable) -> MemoryUse {
             var use = table(name, t.map) { _, _ in }
             t.forEach { list, _ in
@@ -60,7 +68,8 @@ extension Directory {
         return [
             table("orgs", orgs) { _, _ in },
             table("users", users) { _, _ in },
-            table("members", members) { _, _ in },
+            memberIndex(),
+            table("members (other ids)", members.others) { _, _ in },
             table("roles", roles) { _, _ in },
             table("keys", keys) { _, _ in },
             table("invitations", invitations) { i, use in string(i.role, &use); string(i.status, &use) },

@@ -166,7 +166,8 @@ public final class MembershipStore: @unchecked Sendable {
          ("invitations", \.invitations), ("org_key_bytes", \.orgKeyBytes), ("user_key_bytes", \.userKeyBytes),
          ("member_key_bytes", \.memberKeyBytes), ("role_key_bytes", \.roleKeyBytes), ("api_key_key_bytes", \.apiKeyKeyBytes),
          ("invitation_key_bytes", \.invitationKeyBytes), ("user_payload_bytes", \.userPayloadBytes),
-         ("api_key_payload_bytes", \.apiKeyPayloadBytes), ("invitation_payload_bytes", \.invitationPayloadBytes)]
+         ("api_key_payload_bytes", \.apiKeyPayloadBytes), ("invitation_payload_bytes", \.invitationPayloadBytes),
+         ("indexed_members", \.indexedMembers)]
     }
 
     private static func writeSizes(_ sizes: DirectoryBuilder.Expected, revision: Int64, _ db: Database) throws {
@@ -206,6 +207,10 @@ public final class MembershipStore: @unchecked Sendable {
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(email AS BLOB))), 0) FROM users")
         (e.roles, e.roleKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(id AS BLOB))), 0) FROM roles")
         (e.members, e.memberKeyBytes) = try count("SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + 1 + LENGTH(CAST(user AS BLOB))), 0) FROM members")
+        // Members whose org and user ids are both canonical lowercase UUIDs (`MemberIndex`):
+        // GLOB is case-sensitive and matches exactly 36 characters here.
+        let uuid = [8, 4, 4, 4, 12].map { String(repeating: "[0-9a-f]", count: $0) }.joined(separator: "-")
+        (e.indexedMembers, _) = try count("SELECT COUNT(*), 0 FROM members WHERE org GLOB '\(uuid)' AND user GLOB '\(uuid)'")
         (e.apiKeys, e.apiKeyKeyBytes, e.apiKeyPayloadBytes) = try count(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(id AS BLOB))), 0), COALESCE(SUM(LENGTH(CAST(org AS BLOB)) + LENGTH(CAST(user AS BLOB))), 0) FROM api_keys")
         (e.invitations, e.invitationKeyBytes, e.invitationPayloadBytes) = try count(

@@ -245,7 +245,7 @@ struct SeedRun {
     mutating func userRecord(_ id: String, index: Int) -> Record {
         var email: String?
         if rng.chance(0.85) {
-            if index > 0 && rng.chance(0.1), let other = model.users["u\(rng.below(index))"]?.email {
+            if index > 0 && rng.chance(0.1), let other = model.users[userIDs[rng.below(index)]]?.email {
                 email = recase(other)   // two users whose emails differ only by case
             } else {
                 email = recase(rng.chance(0.15) ? "josé.\(index)@exämple.org" : "user\(index)@example.com")
@@ -276,12 +276,30 @@ struct SeedRun {
                                  assignments: assignments(org: org, max: 2), status: status, expiresAt: moment()))
     }
 
+    /// The `i`th org or user id: most are UUIDs in canonical lowercase text (members with two
+    /// are kept apart, keyed in binary: `MemberIndex`), some UUIDs in uppercase and some plain
+    /// names (members with one of those are kept by their bytes). Made from the seed and `i`
+    /// alone, so the run's random draws are the same whatever the ids look like.
+    static func id(_ prefix: String, _ i: Int, seed: UInt64) -> String {
+        var digits = SplitMix64(seed: seed ^ UInt64(i) << 32 ^ (prefix == "org" ? 0x0A : 0x0B))
+        let a = digits.next(), b = digits.next()
+        var hex = String(a, radix: 16) + String(b, radix: 16)
+        hex = String(repeating: "0", count: 32 - hex.count) + hex
+        let uuid = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)]
+            .joined(separator: "-")
+        switch i % 5 {
+        case 3: return uuid.uppercased()
+        case 4: return "\(prefix)\(i)"
+        default: return uuid
+        }
+    }
+
     /// Records in dependency order, then a few upserts that replace earlier ones (last one wins).
     mutating func generateDirectory() -> [Record] {
         var records: [Record] = []
-        orgIDs = (0..<(5 + rng.below(4))).map { "org\($0)" }
+        orgIDs = (0..<(5 + rng.below(4))).map { Self.id("org", $0, seed: seed) }
         for id in orgIDs { add(orgRecord(id), to: &records) }
-        userIDs = (0..<(10 + rng.below(8))).map { "u\($0)" }
+        userIDs = (0..<(10 + rng.below(8))).map { Self.id("u", $0, seed: seed) }
         for (i, id) in userIDs.enumerated() where rng.chance(0.85) { add(userRecord(id, index: i), to: &records) }
         for org in orgIDs {
             for id in rng.some(customRoleIDs, max: 3) {
@@ -356,7 +374,7 @@ struct SeedRun {
             switch rng.below(10) {
             case 0, 1:
                 let org = rng.pick(orgIDs)
-                let user = rng.chance(0.8) ? rng.pick(predicted.members[org].map { Array($0.keys).sorted() } ?? [], or: "u0") : "ghost"
+                let user = rng.chance(0.8) ? rng.pick(predicted.members[org].map { Array($0.keys).sorted() } ?? [], or: userIDs[0]) : "ghost"
                 r = .delete(.member(org: org, user: user))
             case 2:
                 r = .delete(.user(rng.chance(0.9) ? rng.pick(userIDs) : "ghost"))

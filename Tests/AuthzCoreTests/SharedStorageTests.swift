@@ -121,11 +121,12 @@ import Testing
         var errors: [String] = []
         var owned: Set<UnsafeMutableRawPointer> = [Unmanaged.passUnretained(dir.emptyAssignments.storage).toOpaque()]
         dir.assignmentLists.forEach { list, _ in owned.insert(Unmanaged.passUnretained(list.storage).toOpaque()) }
-        dir.members.forEachBytes { k, m, payload in
-            let key = String(decoding: k, as: UTF8.self)
+        dir.members.forEach { org, user, m in
+            let key = "\(org)/\(user)"
             if !owned.contains(m.listAddress) { errors.append("member \(key): its list is not one the directory owns") }
-            if Directory.memberFacts(payload).assignments.toOpaque() != m.listAddress {
-                errors.append("member \(key): the payload names another list than the entry")
+            let facts = withBytes(org) { o in withBytes(user) { u in dir.members.facts(org: o, user: u) } }
+            if facts?.assignments.toOpaque() != m.listAddress || facts?.role != m.role {
+                errors.append("member \(key): the check path reads another list or role than the entry")
             }
         }
         if !errors.isEmpty { return errors }
@@ -139,7 +140,7 @@ import Testing
             guard let list, !list.names.isEmpty else { return }
             counts[ObjectIdentifier(list.storage), default: 0] += 1
         }
-        dir.members.forEachBytes { _, m, _ in use(m.assignments, &assignments) }
+        dir.members.forEach { _, _, m in use(m.assignments, &assignments) }
         dir.invitations.forEachBytes { _, i, _ in use(i.assignments, &assignments) }
         dir.keys.forEachBytes { _, k, _ in use(k.permissions, &permissions) }
         dir.roles.forEachBytes { _, r, _ in use(r.permissions, &permissions) }

@@ -268,6 +268,29 @@ let seed = """
         #expect(reopened.current.directory.counts.users == 100)
     }
 
+    /// The sizes a start-up reserves for, counted by SQL when the store does not remember them
+    /// (after an apply), are the ones counting the records gives: members whose org and user
+    /// are both canonical lowercase UUIDs apart (they are kept in `MemberIndex`).
+    @Test func countedSizesAreTheRecordsSizes() throws {
+        let (store, _) = try tempStore()
+        let sync = try MembershipSync(store: store, policy: try policy(), publish: { _, _ in })
+        let o1 = "0f8fad5b-d9cb-469f-a165-70867728950e", o2 = "0F8FAD5B-D9CB-469F-A165-70867728950F"
+        let users = ["7c9e6679-7425-40de-944b-e07fc1f90ae7", "7C9E6679-7425-40DE-944B-E07FC1F90AE7", "u1",
+                     "7c9e6679-7425-40de-944b-e07fc1f90ae", "7c9e6679-7425-40de-944b-e07fc1f90ae7x", "7c9e6679x7425-40de-944b-e07fc1f90ae7"]
+        var lines = [o1, o2, "acme"].map { #"{"kind":"org","id":"\#($0)"}"# }
+        for org in [o1, o2, "acme"] {
+            for user in users { lines.append(#"{"kind":"member","org":"\#(org)","user":"\#(user)","role":"member"}"#) }
+        }
+        let batch = records(lines.joined(separator: "\n"))
+        _ = try sync.sync(batch, mode: .apply).get()
+        var expected = DirectoryBuilder.Expected()
+        for r in batch { expected.count(r.record) }
+        let counted = try store.expectedSizes()
+        #expect(expected.indexedMembers == 1)
+        let sizes: (DirectoryBuilder.Expected) -> [Int] = { [$0.members, $0.memberKeyBytes, $0.indexedMembers, $0.orgs] }
+        #expect(sizes(counted) == sizes(expected))
+    }
+
     /// A start-up builds the users on the store's reading thread, apart from the rest: a store
     /// that no longer fits the policy is refused with the errors, in the order, that one
     /// builder given every row in the store's order finds.
