@@ -152,7 +152,14 @@ if mode == "apply" {
     print("apply100: median \(String(format: "%.3f", times[times.count / 2] * 1000)) ms")
     exit(0)
 }
-let queries = corpus.queries(1 << 14, seed: 43, policy: policy)
+// AUTHZ_PROFILE_SUBJECTS=user or api_key keeps the queries of that subject kind only (cycled
+// to 16,384), to see what each kind costs.
+let queries: [CheckRequest] = {
+    let all = corpus.queries(1 << 14, seed: 43, policy: policy)
+    guard let kind = ProcessInfo.processInfo.environment["AUTHZ_PROFILE_SUBJECTS"] else { return all }
+    let kept = all.filter { $0.subject.hasPrefix(kind + ":") }
+    return (0..<all.count).map { kept[$0 % kept.count] }
+}()
 
 var allowed = 0
 // The queries' bytes back to back, as the benchmark suites' `Fixture` holds them (a server sees
