@@ -149,7 +149,7 @@ struct Sync: AsyncParsableCommand {
         func fail(_ code: Int32, unknown: Bool = false) -> ExitCode {
             if let applied {
                 let from = locate(1) // where this batch starts in the input
-                printError(applied + (unknown ? "; whether this batch (from \(from)) was is unknown" : "; none from \(from) on"))
+                printError(applied + (unknown ? "; whether the batch from \(from) on was applied is unknown" : "; none from \(from) on"))
             }
             return ExitCode(code)
         }
@@ -183,8 +183,9 @@ struct Sync: AsyncParsableCommand {
                     printError("error: the server refused the sync (\(status) \(code)): \(message)")
                     throw fail(2, unknown: code == "store_state_unknown")
                 case .badResponse(let m):
+                    // An answer this command cannot read may still be a commit's.
                     printError("error: unexpected answer from the server: \(m)")
-                    throw fail(2)
+                    throw fail(2, unknown: true)
                 case .unreadable(let m):
                     printError("error: cannot read \(m)")
                     throw ExitCode(1)

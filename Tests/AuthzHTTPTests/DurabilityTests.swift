@@ -549,6 +549,18 @@ struct DurabilityTests {
                 "\(half.stderr)")
         #expect(try server.http.readyRevision() == 6)
 
+        // 2, with an answer the command cannot read after an earlier batch was applied: the
+        // server may have applied the batch, so the command cannot say none from it was.
+        let confused = try FakeSyncServer(takesGzip: false, garbledFrom: 1)
+        defer { confused.stop() }
+        let unread = try runAuthz(["sync", "--server", "http://127.0.0.1:\(confused.port)", "--batch-size", "1", partial],
+                                  environment: token, in: scratch)
+        #expect(unread.status == 2)
+        #expect(unread.stderr.contains("unexpected answer from the server"), "\(unread.stderr)")
+        #expect(unread.stderr.contains("note: the record before this batch was applied (revision 7); whether the batch from \(partial):2 on was applied is unknown"),
+                "\(unread.stderr)")
+        #expect(!unread.stderr.contains("none from"), "\(unread.stderr)")
+
         // A replace from an empty file and another: the server's line numbers map to the
         // second file's own (an empty input adds no line to the body).
         let empty = try scratch.write("empty.jsonl", "")

@@ -226,9 +226,12 @@ struct GzipSyncTests {
 let paddedSeed = syncSeed + (0..<20).map { "\n" + #"{"kind":"user","id":"x\#($0)","email":"x\#($0)@example.com","email_verified":true}"# }.joined()
 
 /// An HTTP/1.1 server that answers `POST /v1/sync` with revision 7, and, unless it takes
-/// gzip, a `Content-Encoding` body with a bare 415 (as a proxy might). Records what it was sent.
+/// gzip, a `Content-Encoding` body with a bare 415 (as a proxy might). From the request
+/// `garbledFrom` on (0 for the first), if given, it answers 200 with a body that is not the
+/// sync's answer (as a confused proxy might). Records what it was sent.
 final class FakeSyncServer: @unchecked Sendable {
     private let takesGzip: Bool
+    private let garbledFrom: Int?
     struct Seen: Equatable { var encoding: String?; var body: [UInt8] }
     private let listener: Int32
     let port: Int
@@ -236,8 +239,9 @@ final class FakeSyncServer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     var requests: [Seen] { seen.withLock { $0 } }
 
-    init(takesGzip: Bool) throws {
+    init(takesGzip: Bool, garbledFrom: Int? = nil) throws {
         self.takesGzip = takesGzip
+        self.garbledFrom = garbledFrom
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -292,8 +296,10 @@ final class FakeSyncServer: @unchecked Sendable {
             let body = Array(buffer[headerEnd!..<headerEnd! + length])
             buffer.removeFirst(headerEnd! + length)
             let encoding = header("content-encoding")
-            seen.withLock { $0.append(Seen(encoding: encoding, body: body)) }
-            let (status, json) = encoding == nil || takesGzip
+            let index = seen.withLock { $0.append(Seen(encoding: encoding, body: body)); return $0.count - 1 }
+            let (status, json) = garbledFrom.map({ index >= $0 }) == true
+                ? ("200 OK", "<html>welcome</html>")
+                : encoding == nil || takesGzip
                 ? ("200 OK", #"{"revision":7,"upserted":13,"deleted":0}"#)
                 : ("415 Unsupported Media Type", "no content codings here")
             let response = Array("HTTP/1.1 \(status)\r\nContent-Type: application/json\r\nContent-Length: \(json.utf8.count)\r\n\r\n\(json)".utf8)
