@@ -218,6 +218,18 @@ struct Sync: AsyncParsableCommand {
 
     private func syncStore(_ path: String, _ records: [LocatedRecord], _ origins: [(file: String, line: Int)], _ start: Date) throws {
         let compiled = try loadPolicyOrExit(policy, status: 1)
+        func report(_ errors: [DataError]) -> ExitCode {
+            for e in errors {
+                let at = origins.indices.contains(e.line - 1) ? "\(origins[e.line - 1].file):\(origins[e.line - 1].line)" : "line \(e.line)"
+                printError("\(at): \(e.detail)")
+            }
+            return ExitCode(1)
+        }
+        // A store that does not exist yet holds nothing: records refused against an empty
+        // directory are refused before the store, and its folder, are made.
+        if !FileManager.default.fileExists(atPath: path) {
+            do { _ = try Directory(policy: compiled).applying(records) } catch { throw report(error.errors) }
+        }
         let writer: MembershipSync
         do {
             writer = try MembershipSync(store: try MembershipStore(path: path), policy: compiled, publish: { _, _ in })
@@ -231,11 +243,7 @@ struct Sync: AsyncParsableCommand {
             print("synced \(records.count) records into \(path): revision \(o.revision), upserted \(o.upserted), deleted \(o.deleted), "
                 + String(format: "%.2f s", secs) + " (validate \(o.validation), commit \(o.commit))")
         case .failure(.invalid(let errors)):
-            for e in errors {
-                let at = origins.indices.contains(e.line - 1) ? "\(origins[e.line - 1].file):\(origins[e.line - 1].line)" : "line \(e.line)"
-                printError("\(at): \(e.detail)")
-            }
-            throw ExitCode(1)
+            throw report(errors)
         case .failure(.conflict(let current)):
             printError("error: the store is at revision \(current), not \(ifRevision ?? -1)")
             throw ExitCode(2)

@@ -419,6 +419,13 @@ struct DurabilityTests {
         let refused = try runAuthz(["sync", "--store", store, "--policy", Built.policy, bad], in: scratch)
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("bad.jsonl:2"), "\(refused.stderr)")
+        // Into a store that does not exist yet: refused without making it, nor its folder.
+        for mode in [[], ["--replace"]] {
+            let none = try runAuthz(["sync", "--store", scratch.path("never/authz.sqlite"), "--policy", Built.policy] + mode + [bad], in: scratch)
+            #expect(none.status == 1)
+            #expect(none.stderr.contains("bad.jsonl:1: field `org`: unknown org `acme`"), "\(none.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: scratch.path("never")))
+        }
         let replaced = try scratch.write("replace.jsonl", """
         {"kind":"org","id":"acme"}
         {"kind":"member","org":"acme","user":"u1","role":"owner"}
