@@ -52,7 +52,11 @@ public struct SuiteFailure: Sendable, CustomStringConvertible {
     public var column = 0
     public var caseName: String
     public var message: String
-    public var description: String { "\(file):\(line)\(column > 0 ? ":\(column)" : ""): \(caseName): \(message)" }
+    /// `file:line:column: case: message`; a problem with the whole file (it cannot be read)
+    /// has no line (0) and is `file: case: message`.
+    public var description: String {
+        "\(file)\(line > 0 ? ":\(line)" : "")\(line > 0 && column > 0 ? ":\(column)" : ""): \(caseName): \(message)"
+    }
 }
 
 public struct SuiteResult: Sendable {
@@ -174,7 +178,9 @@ enum SuiteLoader {
         func fail(_ message: String, line: Int = 1) -> PolicyErrors {
             PolicyErrors([PolicyError(file: path, line: line, column: line == 0 ? 0 : 1, message: message)])
         }
-        guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot read the suite file", line: 0) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw fail(FileManager.default.fileExists(atPath: path) ? "cannot read the suite file" : "no such suite file", line: 0)
+        }
         guard let text = String(data: data, encoding: .utf8) else { throw fail("the suite file is not UTF-8", line: 0) }
         let (composed, duplicates, placeholders) = try YAMLText.compose(text, file: path)
         guard let root = composed else { throw fail("the suite file is empty") }

@@ -128,6 +128,14 @@ import Testing
         #expect(scenario == ["x.test.yaml:8:5: (suite): scenario `bob leaves` has no cases: give it `cases` or `grids`"])
     }
 
+    /// A suite file that is not there is a failure of the file, with no line to point at.
+    @Test func aMissingSuiteFileIsAFailureOfTheFile() {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("suite-\(UUID().uuidString)/x.test.yaml").path
+        let result = SuiteRunner.run(file: path)
+        #expect(result.failures.map(\.description) == ["\(path): (suite): no such suite file"])
+        #expect(result.failed == 1)
+    }
+
     /// YAML errors are reported at their line and column, on one line: not at line 1 with
     /// the whole file after it.
     @Test func yamlErrorsAreReportedAtTheirLineAndColumn() throws {
