@@ -29,13 +29,20 @@ struct MemberIndex: Sendable {
         heads = Array(repeating: empty.head, count: 1 << Self.shardBits)
     }
 
+    /// Each key word folded into the state in turn (a 128-bit product with a constant, its
+    /// halves xored), so no word can cancel the others: with the product of two words (as
+    /// wyhash mixes a pair), an org whose first word was the constant it is xored with made
+    /// the product 0 whatever its second word, and 2^64 such orgs hashed alike (found by review).
     @inline(__always)
     static func hash(_ k: Key) -> UInt64 {
-        // wyhash's fold: a 128-bit product of each half's words (keyed), then once more.
-        let a = (k.org0 ^ 0xA076_1D64_78BD_642F).multipliedFullWidth(by: k.org1 ^ 0xE703_7ED1_A0B4_28DB)
-        let b = (k.user0 ^ 0x8EBC_6AF0_9C88_C6E3).multipliedFullWidth(by: k.user1 ^ 0x5899_65CC_7537_4CC3)
-        let c = (a.high ^ b.low).multipliedFullWidth(by: a.low ^ b.high ^ 0x1D8E_4E27_C47D_124F)
-        return c.high ^ c.low
+        @inline(__always) func fold(_ x: UInt64, _ c: UInt64) -> UInt64 {
+            let p = x.multipliedFullWidth(by: c)
+            return p.high ^ p.low
+        }
+        var h = fold(k.org0 ^ 0xA076_1D64_78BD_642F, 0xE703_7ED1_A0B4_28DB)
+        h = fold(h ^ k.org1, 0x8EBC_6AF0_9C88_C6E3)
+        h = fold(h ^ k.user0, 0x5899_65CC_7537_4CC3)
+        return fold(h ^ k.user1, 0x1D8E_4E27_C47D_124F)
     }
 
     @inline(__always)
