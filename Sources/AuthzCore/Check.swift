@@ -132,9 +132,10 @@ extension Directory {
         var assignments: Unmanaged<NameListStorage>
     }
 
-    /// The payload of a member in `members`: its assignment list's address (unretained, as
-    /// the entry next to it holds it: the directory's `assignmentLists` owns the list; the
-    /// two are only ever written together, by `upsert`), then 1 for an owner, 0 for a member.
+    /// The payload of a member in `members.others` (ids that are not both UUIDs): its
+    /// assignment list's address (unretained, as the entry next to it holds it: the
+    /// directory's `assignmentLists` owns the list; the two are only ever written together, by
+    /// `upsert`), then 1 for an owner, 0 for a member.
     static var memberFactsLength: Int { 9 }
 
     static func writeMemberFacts(role: RoleKind, list: Unmanaged<NameListStorage>, to p: UnsafeMutableRawPointer) {

@@ -592,7 +592,7 @@ extension Directory {
         users.forEachBytes { k, _, _ in if !next.users.contains(k) { n += 1 } }
         // Composite keys are stored joined by the separator but hashed from their parts.
         roles.forEachBytes { k, _, _ in let (a, b) = ByteMap<RoleEntry>.parts(k); if next.roles.withValue(a, b, { _ in true }) == nil { n += 1 } }
-        members.forEach { org, user, _ in if next.members[org, user] == nil { n += 1 } }
+        n += members.countAbsent(from: next.members)
         keys.forEachBytes { k, _, _ in if !next.keys.contains(k) { n += 1 } }
         invitations.forEachBytes { k, _, _ in if !next.invitations.contains(k) { n += 1 } }
         return n

@@ -71,9 +71,7 @@ struct MemberIndex: Sendable {
     @discardableResult
     mutating func upsert(_ k: Key, _ entry: Directory.MemberEntry) -> Directory.MemberEntry? {
         let h = Self.hash(k)
-        let s = Self.shard(h)
-        let old = heads[s].find(k, h).map(MemberIndexShard.entry)
-        uniqueShard(s).upsert(k, h, entry)
+        let old = uniqueShard(Self.shard(h)).upsert(k, h, entry)
         if old == nil { count += 1 }
         return old
     }
@@ -83,9 +81,9 @@ struct MemberIndex: Sendable {
     mutating func remove(_ k: Key) -> Directory.MemberEntry? {
         let h = Self.hash(k)
         let s = Self.shard(h)
-        guard let r = heads[s].find(k, h) else { return nil }
-        let old = MemberIndexShard.entry(r)
-        uniqueShard(s).remove(k, h)
+        // Looked up first, so that a miss copies no shard.
+        guard heads[s].find(k, h) != nil else { return nil }
+        let old = uniqueShard(s).remove(k, h)
         count -= 1
         return old
     }
@@ -119,9 +117,11 @@ struct MemberIndex: Sendable {
     /// Sizes every shard to what it holds (after a build sized from totals).
     mutating func shrinkToFit() {
         for s in shards.indices {
-            let fit = shards[s].count == 0 ? 0 : MemberIndexShard.capacity(for: shards[s].count)
+            let count = shards[s].count
+            // An empty shard fits in one free record, as the empty shard is (and is kept).
+            let fit = count == 0 ? 1 : MemberIndexShard.capacity(for: count)
             guard fit < shards[s].capacity else { continue }
-            shards[s] = fit == 0 ? MemberIndexShard(capacity: 0) : shards[s].copy(capacity: fit)
+            shards[s] = count == 0 ? MemberIndexShard(capacity: 0) : shards[s].copy(capacity: fit)
             heads[s] = shards[s].head
         }
     }
@@ -232,13 +232,14 @@ final class MemberIndexShard: @unchecked Sendable {
         return copy
     }
 
-    /// Writes the record; true if it is new (the caller checked `hasRoom`).
+    /// Writes the record; returns the entry it replaced, nil for a new one (the caller checked
+    /// `hasRoom`).
     @discardableResult
-    func upsert(_ k: MemberIndex.Key, _ h: UInt64, _ entry: Directory.MemberEntry) -> Bool {
+    func upsert(_ k: MemberIndex.Key, _ h: UInt64, _ entry: Directory.MemberEntry) -> Directory.MemberEntry? {
         let list = UInt64(UInt(bitPattern: entry.listAddress))
         let owner = entry.role == .owner
-        let existing = head.find(k, h)
-        var r = existing
+        var r = head.find(k, h)
+        let old = r.map(Self.entry)
         if r == nil {
             var i = MemberIndexHead.home(h, capacity)
             while occupied(i) {
@@ -255,15 +256,16 @@ final class MemberIndexShard: @unchecked Sendable {
         p.storeBytes(of: k.user1, toByteOffset: 24, as: UInt64.self)
         p.storeBytes(of: list, toByteOffset: Self.listOffset, as: UInt64.self)
         p.storeBytes(of: owner ? 1 : 0, toByteOffset: Self.ownerOffset, as: UInt64.self)
-        return existing == nil
+        return old
     }
 
-    /// Removes the record keyed `k`; true if there was one. Backward-shift deletion: each
-    /// record after the hole, up to the next free one, moves into the hole if the hole lies
-    /// on its probe path (between its home slot and where it is, cyclically).
+    /// Removes the record keyed `k`; returns its entry, nil if there was none. Backward-shift
+    /// deletion: each record after the hole, up to the next free one, moves into the hole if
+    /// the hole lies on its probe path (between its home slot and where it is, cyclically).
     @discardableResult
-    func remove(_ k: MemberIndex.Key, _ h: UInt64) -> Bool {
-        guard let found = head.find(k, h) else { return false }
+    func remove(_ k: MemberIndex.Key, _ h: UInt64) -> Directory.MemberEntry? {
+        guard let found = head.find(k, h) else { return nil }
+        let old = Self.entry(found)
         var hole = (found - records) / Self.stride
         var i = hole
         while true {
@@ -283,7 +285,7 @@ final class MemberIndexShard: @unchecked Sendable {
         }
         record(hole).initializeMemory(as: UInt8.self, repeating: 0, count: Self.stride)
         count -= 1
-        return true
+        return old
     }
 }
 

@@ -93,6 +93,19 @@ struct MemberTable: Sendable {
         }
     }
 
+    /// How many of these members `next` does not hold, by their keys as stored (no `String`
+    /// made, no id parsed again).
+    func countAbsent(from next: MemberTable) -> Int {
+        var n = 0
+        index.forEach { k, _ in if next.index.find(k) == nil { n += 1 } }
+        // Composite keys are stored joined by the separator but hashed from their parts.
+        others.forEachBytes { k, _, _ in
+            let (org, user) = ByteMap<Directory.MemberEntry>.parts(k)
+            if next.others.withValue(org, user, { _ in true }) == nil { n += 1 }
+        }
+        return n
+    }
+
     /// Sizes the tables for `e.members` members, `e.indexedMembers` of them with UUID ids.
     mutating func reserve(_ e: DirectoryBuilder.Expected) {
         if e.indexedMembers > 0 { index.reserve(e.indexedMembers) }

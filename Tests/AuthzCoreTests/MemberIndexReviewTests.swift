@@ -91,10 +91,10 @@ import Testing
             for _ in 0..<3_000 {
                 let k = pool[rng.below(pool.count)], name = [k.org0, k.org1, k.user0, k.user1], h = MemberIndex.hash(k)
                 if rng.chance(0.4) || (model[name] == nil && !shard.hasRoom) {
-                    #expect(shard.remove(k, h) == (model.removeValue(forKey: name) != nil))
+                    #expect((shard.remove(k, h) != nil) == (model.removeValue(forKey: name) != nil))
                 } else {
                     let v = rng.below(4)
-                    #expect(shard.upsert(k, h, Self.entry(v)) == (model[name] == nil))
+                    #expect((shard.upsert(k, h, Self.entry(v)) == nil) == (model[name] == nil))
                     model[name] = v
                 }
                 #expect(shard.count == model.count)

@@ -76,6 +76,23 @@ import Testing
         #expect(Set(rebuilt.records().map { "\($0)" }) == Set(dir.records().map { "\($0)" }))
     }
 
+    /// What a replace reports as deleted counts the members of both tables that the new
+    /// directory no longer has, and only those.
+    @Test func removedMembersAreCountedInBothTables() throws {
+        let other = "7c9e6679-7425-40de-944b-e07fc1f90ae8"
+        let upperUser = Self.user.uppercased()
+        let org: Record = .org(.init(id: Self.org))
+        let members: [Record] = [Self.user, other, upperUser, "plain"].map {
+            .member(.init(org: Self.org, user: $0, role: "member"))
+        }
+        let dir = try Fixtures.build([org] + members)
+        #expect(dir.members.index.count == 2 && dir.members.others.count == 2)
+        let next = try Fixtures.build([org, members[0], members[2]])
+        #expect(dir.countRemoved(in: next) == 2)
+        #expect(next.countRemoved(in: dir) == 0)
+        #expect(dir.countRemoved(in: try Fixtures.build([org])) == 4)
+    }
+
     /// The index against a dictionary, through random inserts, replaces and deletes of keys
     /// crowded into few shards (a few thousand keys in 4,096 shards make probe chains, and
     /// deletes inside them), with a snapshot kept before each round that must not change.
